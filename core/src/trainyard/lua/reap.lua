@@ -1,0 +1,45 @@
+-- reap: recover running jobs whose lease has expired (their worker is gone or stuck).
+-- Each is re-checked here: still running and still expired. Then it is requeued at its
+-- old place in line (attempt already counted at claim), or goes to "dead" when it has
+-- used all its attempts, or to "cancelled" when a cancel was requested. The old attempt
+-- id is cleared, so the lost attempt's writes are refused from now on.
+--
+-- KEYS[1]  the leases zset (K.leases)
+-- ARGV[1]  most jobs to reap in this call
+-- Returns  a flat list {job_id, new_state, ...} of the jobs reaped.
+
+local limit = tonumber(ARGV[1])
+local now = now_ms()
+local out = {}
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do
+  local job = load_job(id, 'state', 'lease_until', 'attempt', 'max_attempts', 'runtime',
+                       'rank', 'seq', 'stalls', 'cancel_requested', 'worker_id')
+  if job.state ~= 'running' then
+    redis.call('ZREM', KEYS[1], id)
+  elseif tonumber(job.lease_until) <= now then
+    redis.call('ZREM', KEYS[1], id)
+    local lost = 'worker lost: lease expired during attempt ' .. job.attempt ..
+                 ' of ' .. job.max_attempts .. ' (worker ' .. (job.worker_id or '?') .. ')'
+    redis.call('HSET', K.job(id), 'stalls', tonumber(job.stalls) + 1, 'attempt_id', '',
+               'lease_until', 0, 'error', lost, 'error_kind', 'lost')
+    local new_state
+    if tonumber(job.cancel_requested) == 1 then
+      new_state = 'cancelled'
+    elseif tonumber(job.attempt) >= tonumber(job.max_attempts) then
+      new_state = 'dead'
+    else
+      new_state = 'queued'
+    end
+    move_state(id, job.seq, 'running', new_state)
+    if new_state == 'queued' then
+      requeue(id, job)
+    else
+      redis.call('HSET', K.job(id), 'finished_at', now)
+    end
+    state_event(id, new_state, {reason = lost})
+    table.insert(out, id)
+    table.insert(out, new_state)
+  end
+end
+return out

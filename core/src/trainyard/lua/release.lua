@@ -1,0 +1,21 @@
+-- release: hand a running job back to its queue without counting the attempt (the
+-- worker is shutting down gracefully). Fenced by attempt id.
+--
+-- KEYS[1]  job hash
+-- ARGV[1]  job id
+-- ARGV[2]  attempt id
+-- ARGV[3]  reason
+-- Returns  1 when handed back; 0 when this attempt no longer holds the job.
+
+local id, attempt_id, reason = ARGV[1], ARGV[2], ARGV[3]
+local job = load_job(id, 'state', 'attempt_id', 'attempt', 'runtime', 'rank', 'seq')
+if job.state ~= 'running' or job.attempt_id ~= attempt_id then
+  return 0
+end
+redis.call('ZREM', K.leases, id)
+redis.call('HSET', KEYS[1], 'attempt', math.max(tonumber(job.attempt) - 1, 0),
+           'attempt_id', '', 'lease_until', 0, 'worker_id', '')
+move_state(id, job.seq, 'running', 'queued')
+requeue(id, job)
+state_event(id, 'queued', {reason = reason})
+return 1
