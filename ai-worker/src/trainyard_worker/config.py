@@ -1,0 +1,59 @@
+"""The worker's settings, from environment variables (and an optional ``.env``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["WorkerSettings"]
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    worker_type: str = Field(..., description="the runtime this worker serves, e.g. sklearn")
+    model_framework: str | None = Field(
+        None, description="the framework family; must match the runtime's if set"
+    )
+    use_gpu: bool = Field(False, description="true for a -gpu runtime; must match the runtime")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="the queue's Redis")
+    trainyard_namespace: str = Field("trainyard", description="key namespace in Redis")
+    data_root: Path = Field(Path("./data"), description="where data_path values resolve")
+    model_store: Path = Field(Path("./var/models"), description="model artifact folder")
+    work_dir: Path = Field(Path("./var/work"), description="per-attempt scratch folders")
+    worker_id: str = Field(default_factory=_default_worker_id)
+    lease_s: float = Field(30.0, gt=0, description="a claimed job's lease length")
+    renew_every_s: float = Field(5.0, gt=0, description="how often the lease is renewed")
+    heartbeat_s: float = Field(5.0, gt=0, description="registration refresh interval")
+    worker_ttl_s: float = Field(20.0, gt=0, description="a silent worker counts as gone after")
+    reap_every_s: float = Field(5.0, gt=0, description="how often this worker reaps leases")
+    block_s: float = Field(5.0, gt=0, le=60, description="longest idle wait for a wake-up")
+    kill_grace_s: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL grace for a job")
+    shutdown_grace_s: float = Field(
+        10.0, ge=0, description="on SIGTERM, how long the running job may finish before hand-back"
+    )
+    backoff_base_s: float = Field(2.0, ge=0, description="first retry delay (doubles each time)")
+    backoff_cap_s: float = Field(300.0, ge=0, description="longest retry delay")
+    inference_cache_models: int = Field(4, ge=1, description="models kept loaded (LRU)")
+    job_threads: int | None = Field(
+        None, ge=1, description="OMP/MKL threads per job (default: leave the environment's)"
+    )
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> WorkerSettings:
+        # A lease renewed less often than a third of its length can expire on one slow renew.
+        if self.renew_every_s > self.lease_s / 3:
+            raise ValueError(
+                f"renew_every_s ({self.renew_every_s}) must be at most lease_s/3 "
+                f"({self.lease_s / 3:.3g})"
+            )
+        return self

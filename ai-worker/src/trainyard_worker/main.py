@@ -1,0 +1,31 @@
+"""``python src/worker.py``: check the runtime, then supervise until stopped."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pydantic import ValidationError
+
+from trainyard.logs import setup_logging
+
+from .config import WorkerSettings
+from .runtime_check import RuntimeMismatch, check_runtime
+from .supervisor import Supervisor
+
+__all__ = ["main"]
+
+
+def main() -> int:
+    setup_logging(os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "json") == "json")
+    try:
+        settings = WorkerSettings()  # type: ignore[call-arg]  # values come from the environment
+    except ValidationError as exc:
+        print(f"worker: bad configuration:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        report = check_runtime(settings.worker_type, settings.model_framework, settings.use_gpu)
+    except RuntimeMismatch as exc:
+        print(f"worker: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    return Supervisor(settings, report).run()
