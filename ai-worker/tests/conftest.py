@@ -1,0 +1,151 @@
+"""Worker tests run real worker processes against a real embedded Valkey server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trainyard.connection import connect
+from trainyard.embedded import EmbeddedServer
+from trainyard.engine import JobQueue
+from trainyard.sample_data import ensure_samples
+from trainyard.types import TERMINAL_STATES, JobType
+
+WORKER_DIR = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    with EmbeddedServer(tmp_path_factory.mktemp("valkey")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def queue(server: EmbeddedServer) -> JobQueue:
+    client = connect(server.url)
+    client.flushall()
+    return JobQueue(client)
+
+
+class WorkerFarm:
+    """Starts worker processes (``python src/worker.py``) and stops them at the end."""
+
+    def __init__(self, server: EmbeddedServer, root: Path) -> None:
+        self.server = server
+        self.root = root
+        self.data_root = root / "data"
+        ensure_samples(self.data_root)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, **env: str) -> subprocess.Popen[bytes]:
+        full_env = {
+            **os.environ,
+            "WORKER_TYPE": "sklearn",
+            "MODEL_FRAMEWORK": "sklearn",
+            "REDIS_URL": self.server.url,
+            "DATA_ROOT": str(self.data_root),
+            "MODEL_STORE": str(self.root / "models"),
+            "WORK_DIR": str(self.root / "work"),
+            "LEASE_S": "3",
+            "RENEW_EVERY_S": "0.5",
+            "HEARTBEAT_S": "0.5",
+            "REAP_EVERY_S": "0.5",
+            "BLOCK_S": "1",
+            "KILL_GRACE_S": "2",
+            "BACKOFF_BASE_S": "0.2",
+            "LOG_FORMAT": "text",
+            **env,
+        }
+        proc = subprocess.Popen([sys.executable, "src/worker.py"], cwd=WORKER_DIR, env=full_env)
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)  # second signal: hand back at once
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def farm(server: EmbeddedServer, tmp_path: Path, queue: JobQueue) -> Iterator[WorkerFarm]:
+    f = WorkerFarm(server, tmp_path)
+    yield f
+    f.stop_all()
+
+
+def training_request(**overrides: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "model_type": "random_forest",
+        "data_path": "/data/tabular_data.csv",
+        "hyperparameters": {"n_estimators": 20, "random_state": 42},
+        "description": "test",
+        "requires_gpu": False,
+        "framework_override": "sklearn",
+    }
+    request.update(overrides)
+    return request
+
+
+def submit(queue: JobQueue, request: dict[str, Any], job_type: JobType = JobType.TRAINING,
+           **options: Any) -> str:
+    job_id, _ = queue.enqueue(job_type=job_type, runtime="sklearn", request=request, **options)
+    return job_id
+
+
+def wait_terminal(queue: JobQueue, job_id: str, timeout_s: float = 60) -> dict[str, str]:
+    return wait_for(
+        lambda: (j := queue.get_job(job_id)) and j["state"] in TERMINAL_STATES and j,
+        timeout_s, f"job {job_id} to finish",
+    )
+
+
+def child_pids(job_id: str) -> list[int]:
+    """Processes of this job's training child (found by its command line)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "trainyard_worker.child" in cmdline and job_id in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
