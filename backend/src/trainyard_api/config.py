@@ -1,0 +1,74 @@
+"""Settings, read from the environment (and an optional ``.env`` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the API. Environment variable names are the field names in upper case
+    (``REDIS_URL``, ``DATA_ROOT``, ...)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="the Redis (or Valkey) server holding the queue"
+    )
+    trainyard_namespace: str = Field(
+        "trainyard",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="key namespace (hash tag) in Redis; API and workers must agree on it",
+    )
+    data_root: Path = Field(
+        Path("./data"),
+        description="the folder that /data/... paths in job requests refer to; relative paths "
+        "are taken from the working directory. When the folder does not exist, data paths are "
+        "only checked for shape (no '..', inside /data) and the worker checks existence",
+    )
+    worker_ttl_s: float = Field(
+        20.0, gt=0, description="a worker silent (no heartbeat) this long is not counted as live"
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="largest request body accepted; larger gets 413"
+    )
+    default_training_timeout_s: float = Field(
+        86400.0, gt=0, description="run timeout of one training attempt when the body sets none"
+    )
+    default_inference_timeout_s: float = Field(
+        300.0, gt=0, description="run timeout of one inference attempt when the body sets none"
+    )
+    default_training_max_attempts: int = Field(
+        3, ge=1, le=20, description="attempts of a training job when the body sets none"
+    )
+    default_inference_max_attempts: int = Field(
+        2, ge=1, le=20, description="attempts of an inference job when the body sets none"
+    )
+    max_wait_s: float = Field(
+        300.0, ge=0, description="longest ?wait= a client may ask POST /jobs/inference for"
+    )
+    sse_keepalive_s: float = Field(
+        5.0,
+        gt=0,
+        le=25,
+        description="idle time after which an event stream sends a keepalive comment; also how "
+        "long one blocking read waits (must stay below the Redis socket timeout, 30 s)",
+    )
+
+    threadpool_size: int = Field(
+        100,
+        ge=4,
+        le=10_000,
+        description="threads for sync routes; each open event stream or ?wait= holds one while "
+        "it blocks on Redis (AnyIO's default is 40)",
+    )
+
+    @field_validator("data_root")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Resolve once at start so a later chdir cannot move the root under us.
+        return value.expanduser().absolute()

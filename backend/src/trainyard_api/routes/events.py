@@ -1,0 +1,139 @@
+"""A job's event stream (Server-Sent Events) and its log lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict
+from trainyard.engine import Event, JobQueue
+from trainyard.types import TERMINAL_STATES
+
+from ..deps import JobDep, QueueDep, SettingsDep
+from ..errors import error_responses
+
+__all__ = ["LogLine", "Logs", "router"]
+
+router = APIRouter(tags=["jobs"])
+
+STREAM_ID = r"^(0|[0-9]{1,20}-[0-9]{1,20})$"
+_TERMINAL = {s.value for s in TERMINAL_STATES}
+
+
+def _sse(event: Event) -> str:
+    data = json.dumps(event.data, separators=(",", ":"))
+    return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
+
+
+def _is_end(event: Event) -> bool:
+    return event.kind == "state" and event.data.get("state") in _TERMINAL
+
+
+def _stream(queue: JobQueue, job_id: str, after: str, block_s: float) -> Iterator[str]:
+    """Replay what is stored after ``after``, then follow live until the job ends.
+
+    A sync generator: Starlette iterates it in a worker thread, so the blocking XREAD
+    does not stall the event loop. Each read blocks at most ``block_s``; an idle read
+    sends a comment so proxies keep the connection open, and re-checks the job so a
+    stream resumed after the final event still ends."""
+    last = after
+    yield "retry: 2000\n\n"
+    while True:
+        events = queue.events(job_id, after=last, count=500, block_ms=max(1, int(block_s * 1000)))
+        for event in events:
+            last = event.id
+            yield _sse(event)
+            if _is_end(event):
+                return
+        if not events:
+            job = queue.get_job(job_id)
+            if job is None or job.get("state") in _TERMINAL:
+                # Drain anything written between the read and the look, then stop.
+                for event in queue.events(job_id, after=last, count=10_000):
+                    yield _sse(event)
+                return
+            yield ": keepalive\n\n"
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    # No response_class: it would give the error responses its media type in OpenAPI.
+    response_model=None,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": "`id:`/`event:`/`data:` records (kinds: state, progress, log, "
+            "cancel_requested); the stream ends after the job's final state",
+        },
+        **error_responses(404, 422, 503),
+    },
+    summary="Follow a job's events (Server-Sent Events)",
+)
+def job_events(
+    job: JobDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+    after: Annotated[
+        str | None, Query(pattern=STREAM_ID, description="resume after this event id")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=STREAM_ID)] = None,
+) -> StreamingResponse:
+    start = last_event_id or after or "0"
+    return StreamingResponse(
+        _stream(queue, job["id"], start, settings.sse_keepalive_s),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class LogLine(BaseModel):
+    model_config = ConfigDict(extra="allow")  # whatever else the worker attached
+
+    id: str
+    stream: str = "stdout"
+    line: str = ""
+    time: datetime
+
+
+class Logs(BaseModel):
+    job_id: str
+    lines: list[LogLine]
+    next_after: str | None = None
+
+
+def _time_of(stream_id: str) -> datetime:
+    # A stream id starts with the server's time in ms when the entry was added.
+    return datetime.fromtimestamp(int(stream_id.split("-", 1)[0]) / 1000, tz=UTC)
+
+
+@router.get(
+    "/jobs/{job_id}/logs",
+    response_model=Logs,
+    responses=error_responses(404, 422, 503),
+    summary="A job's log lines",
+)
+def job_logs(
+    job: JobDep,
+    queue: QueueDep,
+    after: Annotated[str, Query(pattern=STREAM_ID, description="lines after this id")] = "0",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Logs:
+    lines: list[LogLine] = []
+    last = after
+    while len(lines) < limit:
+        batch = queue.events(job["id"], after=last, count=1000)
+        if not batch:
+            break
+        for event in batch:
+            last = event.id
+            if event.kind != "log":
+                continue
+            data = {"time": _time_of(event.id), **event.data, "id": event.id}
+            lines.append(LogLine.model_validate(data))
+            if len(lines) == limit:
+                break
+    return Logs(job_id=job["id"], lines=lines, next_after=lines[-1].id if lines else None)

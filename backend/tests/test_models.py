@@ -1,0 +1,36 @@
+"""Models registered by training jobs."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from trainyard.engine import JobQueue
+
+from conftest import assert_error, register_model
+
+
+def test_models_list_and_get(client: TestClient, queue: JobQueue) -> None:
+    assert client.get("/models").json() == {"models": []}
+    job_a = register_model(queue, "rf_a")
+    register_model(queue, "rf_b")
+    models = client.get("/models").json()["models"]
+    assert {m["model_id"] for m in models} == {"rf_a", "rf_b"}
+
+    one = client.get("/models/rf_a").json()
+    assert one["job_id"] == job_a
+    assert one["runtime"] == "sklearn"
+    assert one["metrics"] == {"accuracy": 0.9}
+    assert one["created_at"].startswith("2025-01-01T00:00:00")
+    # The training job that made it names the model.
+    assert client.get(f"/jobs/{job_a}/status").json()["model_id"] == "rf_a"
+
+
+def test_model_errors(client: TestClient, queue: JobQueue) -> None:
+    assert_error(client.get("/models/missing_model"), 404, "not_found", "model_id")
+    assert_error(client.get("/models/bad id"), 422, "invalid_request", "model_id")
+
+
+def test_malformed_model_record_is_skipped_in_list(client: TestClient, queue: JobQueue) -> None:
+    register_model(queue, "good")
+    queue.redis.set(queue.keys.model("bad"), '{"model_id": "bad"}')
+    queue.redis.zadd(queue.keys.models, {"bad": 1})
+    assert [m["model_id"] for m in client.get("/models").json()["models"]] == ["good"]

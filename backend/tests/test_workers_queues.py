@@ -1,0 +1,92 @@
+"""Workers, queues, routing, health and metrics."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from trainyard.engine import JobQueue
+from trainyard.routing import MODEL_TYPES, RUNTIMES
+
+from conftest import heartbeat
+
+RF = {"model_type": "random_forest", "data_path": "/data/tabular_data.csv"}
+
+
+def test_workers(client: TestClient, queue: JobQueue) -> None:
+    assert client.get("/workers").json() == {"workers": []}
+    heartbeat(queue, "w1", "sklearn", loaded_models='["rf1"]', state="busy", current_job="j1")
+    workers = client.get("/workers").json()["workers"]
+    assert len(workers) == 1
+    w = workers[0]
+    assert w["worker_id"] == "w1" and w["runtime"] == "sklearn" and w["pid"] == 1234
+    assert w["loaded_models"] == ["rf1"] and w["state"] == "busy" and w["current_job"] == "j1"
+    assert w["last_seen"] and w["started_at"].startswith("2023-11-14")
+
+
+def test_stale_worker_is_not_live(client: TestClient, queue: JobQueue) -> None:
+    heartbeat(queue, "old", "sklearn")
+    now = queue.server_time_ms()
+    queue.redis.zadd(queue.keys.workers, {"old": now - 60_000})  # silent for a minute
+    assert client.get("/workers").json() == {"workers": []}
+
+
+def test_queues(client: TestClient, queue: JobQueue) -> None:
+    client.post("/jobs/training", json={**RF, "priority": "high"})
+    client.post("/jobs/training", json=RF)
+    client.post("/jobs/training", json=RF)
+    client.post("/jobs/training", json={"model_type": "bert", "data_path": "/data/"})
+    heartbeat(queue, "w1", "sklearn")
+    body = client.get("/queues").json()
+    assert set(body["queues"]) == set(RUNTIMES)
+    assert body["queues"]["sklearn"] == {
+        "high": 1,
+        "normal": 2,
+        "low": 0,
+        "total": 3,
+        "live_workers": 1,
+    }
+    assert body["queues"]["pytorch-2.1"]["total"] == 1
+    assert body["queues"]["pytorch-2.1"]["live_workers"] == 0
+    assert body["jobs_by_state"]["queued"] == 4
+    assert body["jobs_by_state"]["succeeded"] == 0
+
+
+def test_routing(client: TestClient) -> None:
+    table = client.get("/routing").json()
+    assert {r["name"] for r in table["runtimes"]} == set(RUNTIMES)
+    assert {m["model_type"] for m in table["model_types"]} == set(MODEL_TYPES)
+
+
+def test_health(client: TestClient, queue: JobQueue) -> None:
+    assert client.get("/health").json() == {"status": "ok", "redis": "ok", "workers": 0}
+    heartbeat(queue, "w1", "sklearn")
+    assert client.get("/health").json()["workers"] == 1
+
+
+def test_health_when_redis_is_down(settings: object) -> None:
+    from trainyard_api.app import create_app
+    from trainyard_api.config import Settings
+
+    assert isinstance(settings, Settings)
+    down = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(down)) as c:
+        resp = c.get("/health")
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "unavailable"
+        resp = c.get("/jobs")
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "unavailable"
+
+
+def test_metrics(client: TestClient, queue: JobQueue) -> None:
+    client.post("/jobs/training", json=RF)
+    heartbeat(queue, "w1", "tensorflow")
+    resp = client.get("/metrics")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain")
+    text = resp.text
+    assert "# TYPE trainyard_queue_depth gauge" in text
+    assert 'trainyard_queue_depth{runtime="sklearn",priority="normal"} 1' in text
+    assert 'trainyard_queue_depth{runtime="tensorflow",priority="high"} 0' in text
+    assert 'trainyard_jobs{state="queued"} 1' in text
+    assert 'trainyard_live_workers{runtime="tensorflow"} 1' in text
+    assert 'trainyard_live_workers{runtime="sklearn"} 0' in text
