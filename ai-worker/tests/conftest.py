@@ -115,8 +115,9 @@ def training_request(**overrides: Any) -> dict[str, Any]:
     return request
 
 
-def submit(queue: JobQueue, request: dict[str, Any], job_type: JobType = JobType.TRAINING,
-           **options: Any) -> str:
+def submit(
+    queue: JobQueue, request: dict[str, Any], job_type: JobType = JobType.TRAINING, **options: Any
+) -> str:
     job_id, _ = queue.enqueue(job_type=job_type, runtime="sklearn", request=request, **options)
     return job_id
 
@@ -124,7 +125,8 @@ def submit(queue: JobQueue, request: dict[str, Any], job_type: JobType = JobType
 def wait_terminal(queue: JobQueue, job_id: str, timeout_s: float = 60) -> dict[str, str]:
     return wait_for(
         lambda: (j := queue.get_job(job_id)) and j["state"] in TERMINAL_STATES and j,
-        timeout_s, f"job {job_id} to finish",
+        timeout_s,
+        f"job {job_id} to finish",
     )
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import skops.io as sio
-from trainyard.sample_data import TABULAR_CLASSES, ensure_samples, write_tabular
 
+from trainyard.sample_data import TABULAR_CLASSES, ensure_samples, write_tabular
 from trainyard_worker.runtimes import sklearn_runtime as rt
 from trainyard_worker.runtimes.base import (
     ModelMeta,
@@ -122,15 +122,11 @@ def test_train_reaches_accuracy_and_reports(
     d = result.details
     assert d["feature_names"] == ["feature1", "feature2", "feature3", "feature4"]
     assert d["label_column"] == "label" and d["n_features"] == 4
-    assert d["estimator"] == (
-        "RandomForestClassifier" if model_type == "random_forest" else "SVC"
-    )
+    assert d["estimator"] == ("RandomForestClassifier" if model_type == "random_forest" else "SVC")
     json.dumps(d)  # the registry stores it as JSON
     json.dumps(result.metrics)
     assert (out / "model.skops").is_file()
-    assert (
-        ctx.progress_calls[-1]["epoch"] == 1 and ctx.progress_calls[-1]["epochs"] == 1
-    )
+    assert ctx.progress_calls[-1]["epoch"] == 1 and ctx.progress_calls[-1]["epochs"] == 1
     assert ctx.lines
 
 
@@ -139,9 +135,7 @@ def test_round_trip_and_probabilities(
 ) -> None:
     model_type, out, result, _ = trained
     meta = _meta(model_type, result)
-    rows = [
-        ",".join(line.split(",")[:4]) for line in data.read_text().splitlines()[1:21]
-    ]
+    rows = [",".join(line.split(",")[:4]) for line in data.read_text().splitlines()[1:21]]
     m1 = rt.load(out, meta)
     m2 = rt.load(out, meta)
     p1 = rt.predict(m1, meta, rows, {"probability": True})
@@ -204,9 +198,7 @@ def test_label_column_defaults(tmp_path: Path) -> None:
     )
     result, _ = _train(last, tmp_path / "o2", hp={"n_estimators": 5})
     assert result.details["label_column"] == "kind" and result.label_names == ["a", "b"]
-    result, _ = _train(
-        target_first, tmp_path / "o3", hp={"n_estimators": 5}, label_column="x"
-    )
+    result, _ = _train(target_first, tmp_path / "o3", hp={"n_estimators": 5}, label_column="x")
     assert result.details["feature_names"] == [
         "target",
         "y",

@@ -18,7 +18,6 @@ from conftest import (
     wait_for,
     wait_terminal,
 )
-
 from trainyard.engine import JobQueue
 from trainyard.types import JobType
 
@@ -30,7 +29,9 @@ def _running_child(queue: JobQueue, job_id: str) -> list[int]:
     return wait_for(lambda: child_pids(job_id), 30, "the training child to appear")
 
 
-def test_trains_then_serves_the_model_and_survives_bad_input(queue: JobQueue, farm: WorkerFarm) -> None:
+def test_trains_then_serves_the_model_and_survives_bad_input(
+    queue: JobQueue, farm: WorkerFarm
+) -> None:
     worker = farm.start()
     job_id = submit(queue, training_request(model_name="rf_test"), timeout_s=120)
     done = wait_terminal(queue, job_id)
@@ -46,8 +47,15 @@ def test_trains_then_serves_the_model_and_survives_bad_input(queue: JobQueue, fa
     assert failed["state"] == "failed" and failed["error_kind"] == "user_error"
     assert "n_trees" in failed["error"] and failed["attempt"] == "1"  # not retried
 
-    infer = submit(queue, {"model_id": "rf_test", "input_data": ["1,2,3,4", "9,7,6,5"],
-                           "parameters": {"probability": True}}, JobType.INFERENCE)
+    infer = submit(
+        queue,
+        {
+            "model_id": "rf_test",
+            "input_data": ["1,2,3,4", "9,7,6,5"],
+            "parameters": {"probability": True},
+        },
+        JobType.INFERENCE,
+    )
     served = wait_terminal(queue, infer)
     assert served["state"] == "succeeded", served.get("error")
     assert '"predictions"' in served["result"] and '"probabilities"' in served["result"]
@@ -105,7 +113,9 @@ def test_kill_9_of_a_worker_hands_its_job_to_another(queue: JobQueue, farm: Work
     assert second.poll() is None
 
 
-def test_sigterm_hands_the_running_job_back_without_counting_it(queue: JobQueue, farm: WorkerFarm) -> None:
+def test_sigterm_hands_the_running_job_back_without_counting_it(
+    queue: JobQueue, farm: WorkerFarm
+) -> None:
     worker = farm.start(SHUTDOWN_GRACE_S="0")
     job_id = submit(queue, training_request(hyperparameters=SLOW))
     pids = _running_child(queue, job_id)
@@ -118,7 +128,13 @@ def test_sigterm_hands_the_running_job_back_without_counting_it(queue: JobQueue,
 
 def test_worker_refuses_a_runtime_it_cannot_serve() -> None:
     env = {**os.environ, "WORKER_TYPE": "pytorch-2.1", "MODEL_FRAMEWORK": "pytorch"}
-    proc = subprocess.run([sys.executable, "src/worker.py"], cwd=WORKER_DIR, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "src/worker.py"],
+        cwd=WORKER_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "uv sync --extra pytorch_2_1" in proc.stderr

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
+
 from trainyard.connection import connect
 from trainyard.embedded import EmbeddedServer
 from trainyard.engine import JobQueue
 from trainyard.types import JobType
-
 from trainyard_api.app import create_app
 from trainyard_api.config import Settings
 

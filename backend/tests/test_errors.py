@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from trainyard.engine import JobQueue
-from trainyard.schema import InferenceJobRequest, TrainingJobRequest
 
 from conftest import assert_error, register_model
+from trainyard.engine import JobQueue
+from trainyard.schema import InferenceJobRequest, TrainingJobRequest
 
 RF: dict[str, Any] = {
     "model_type": "random_forest",

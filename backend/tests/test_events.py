@@ -8,9 +8,9 @@ import time
 from typing import Any
 
 from fastapi.testclient import TestClient
-from trainyard.engine import JobQueue
 
 from conftest import assert_error, run_job
+from trainyard.engine import JobQueue
 
 BODY = {
     "model_type": "random_forest",

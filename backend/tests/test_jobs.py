@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from trainyard.engine import JobQueue
-from trainyard.types import JobType
 
 from conftest import assert_error, heartbeat, register_model, run_job
+from trainyard.engine import JobQueue
+from trainyard.types import JobType
 from trainyard_api.examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
 
 SEED_RUNTIMES = {

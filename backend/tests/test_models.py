@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from trainyard.engine import JobQueue
 
 from conftest import assert_error, register_model
+from trainyard.engine import JobQueue
 
 
 def test_models_list_and_get(client: TestClient, queue: JobQueue) -> None:

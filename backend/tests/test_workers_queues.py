@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from trainyard.engine import JobQueue
-from trainyard.routing import MODEL_TYPES, RUNTIMES
 
 from conftest import heartbeat
+from trainyard.engine import JobQueue
+from trainyard.routing import MODEL_TYPES, RUNTIMES
 
 RF = {"model_type": "random_forest", "data_path": "/data/tabular_data.csv"}
 

@@ -1,4 +1,6 @@
-"""The long-lived inference child: ``python -m trainyard_worker.inference_host FRAMEWORK N SUPERVISOR_PID``.
+"""The long-lived inference child.
+
+    python -m trainyard_worker.inference_host FRAMEWORK N SUPERVISOR_PID
 
 Keeps up to N recently used models loaded (LRU) and answers one request per line of
 stdin with one JSON line on the protocol stream. The supervisor kills its whole process
@@ -67,7 +69,7 @@ def serve(framework: str, capacity: int, requests: TextIO, replies: TextIO) -> N
             reply = {"ok": True, "result": result}
         except UserError as exc:
             reply = {"ok": False, "kind": "user_error", "error": str(exc)}
-        except Exception as exc:  # one bad request must not end the host
+        except Exception as exc:  # noqa: BLE001  # one bad request must not end the host
             traceback.print_exc(file=sys.stderr)
             reply = {"ok": False, "kind": "crashed", "error": f"{type(exc).__name__}: {exc}"}
         reply["loaded"] = cache.loaded()

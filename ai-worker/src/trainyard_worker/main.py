@@ -17,7 +17,9 @@ __all__ = ["main"]
 
 
 def main() -> int:
-    setup_logging(os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "json") == "json")
+    setup_logging(
+        os.environ.get("LOG_LEVEL", "INFO"), os.environ.get("LOG_FORMAT", "json") == "json"
+    )
     try:
         settings = WorkerSettings()  # type: ignore[call-arg]  # values come from the environment
     except ValidationError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO
 
-__all__ = ["LineForwarder", "die_with_parent", "describe_exit", "kill_group", "spawn_group"]
+__all__ = ["LineForwarder", "describe_exit", "die_with_parent", "kill_group", "spawn_group"]
 
 
 def spawn_group(
@@ -36,19 +37,13 @@ def spawn_group(
 
 def kill_group(proc: subprocess.Popen[str], grace_s: float) -> None:
     """SIGTERM the child's whole group, then SIGKILL whatever is left after the grace."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        # Also reaps grandchildren that outlived the leader.
+    # Also reaps grandchildren that outlived the leader.
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

@@ -4,6 +4,7 @@ OOM kill, a hang) can take the worker down or write after it lost the job."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -76,7 +77,9 @@ class Supervisor:
         self.framework_version = report.framework_version
         keys = KeySchema(settings.trainyard_namespace)
         # Blocking waits (BLPOP) need a socket timeout longer than the block.
-        self.queue = JobQueue(connect(settings.redis_url, socket_timeout=settings.block_s + 10), keys)
+        self.queue = JobQueue(
+            connect(settings.redis_url, socket_timeout=settings.block_s + 10), keys
+        )
         self._beat_queue = JobQueue(connect(settings.redis_url), keys)
         self.state = "idle"
         self.current_job: str | None = None
@@ -117,13 +120,18 @@ class Supervisor:
         self._heartbeat()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
-        log.info("worker ready", extra=self._ctx(runtime=self.runtime.name,
-                                                 framework_version=self.framework_version))
+        log.info(
+            "worker ready",
+            extra=self._ctx(runtime=self.runtime.name, framework_version=self.framework_version),
+        )
         try:
             while not self._stop.is_set():
                 try:
-                    claim = self.queue.claim(self.settings.worker_id, [self.runtime.name],
-                                             int(self.settings.lease_s * 1000))
+                    claim = self.queue.claim(
+                        self.settings.worker_id,
+                        [self.runtime.name],
+                        int(self.settings.lease_s * 1000),
+                    )
                     if claim is None:
                         self.queue.wait_for_work([self.runtime.name], self.settings.block_s)
                         continue
@@ -134,10 +142,8 @@ class Supervisor:
                 self._run(claim)
         finally:
             self.inference.close()
-            try:
+            with contextlib.suppress(redis.RedisError):
                 self._beat_queue.unregister_worker(self.settings.worker_id)
-            except redis.RedisError:
-                pass
             log.info("worker stopped", extra=self._ctx())
         return 0
 
@@ -154,8 +160,9 @@ class Supervisor:
             "loaded_models": json.dumps(self.inference.loaded),
             "started_at": self.started_at_ms,
         }
-        self._beat_queue.heartbeat(self.settings.worker_id, fields,
-                                   int(self.settings.worker_ttl_s * 1000))
+        self._beat_queue.heartbeat(
+            self.settings.worker_id, fields, int(self.settings.worker_ttl_s * 1000)
+        )
 
     def _heartbeat_loop(self) -> None:
         next_reap = 0.0
@@ -165,8 +172,10 @@ class Supervisor:
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + self.settings.reap_every_s
                     for job_id, state in self._beat_queue.reap():
-                        log.warning("reaped a job whose lease expired", extra=self._ctx(
-                            job_id=job_id, new_state=state))
+                        log.warning(
+                            "reaped a job whose lease expired",
+                            extra=self._ctx(job_id=job_id, new_state=state),
+                        )
             except redis.RedisError as exc:
                 log.warning("heartbeat failed: %s", exc, extra=self._ctx())
             if self._stop.is_set() and self.current_job is None:
@@ -182,8 +191,10 @@ class Supervisor:
         timeout = float(job["timeout_s"]) if job.get("timeout_s") else None
         attempt = Attempt(job=job, started=time.monotonic(), timeout_s=timeout)
         self.state, self.current_job = "busy", attempt.job_id
-        log.info("job started", extra=self._ctx(job_id=attempt.job_id, attempt=attempt.number,
-                                                job_type=job["type"]))
+        log.info(
+            "job started",
+            extra=self._ctx(job_id=attempt.job_id, attempt=attempt.number, job_type=job["type"]),
+        )
         try:
             if job["type"] == "training":
                 self._run_training(attempt)
@@ -191,13 +202,18 @@ class Supervisor:
                 self._run_inference(attempt)
         except Exception as exc:  # a supervisor-side fault must not lose the job
             log.exception("job failed inside the worker", extra=self._ctx(job_id=attempt.job_id))
-            self._finish(attempt, "retry", error=f"worker error: {type(exc).__name__}: {exc}",
-                         error_kind=FailureKind.INFRASTRUCTURE)
+            self._finish(
+                attempt,
+                "retry",
+                error=f"worker error: {type(exc).__name__}: {exc}",
+                error_kind=FailureKind.INFRASTRUCTURE,
+            )
         finally:
             self.state, self.current_job = "idle", None
 
-    def _watch(self, attempt: Attempt, done: Callable[[], bool],
-               kill: Callable[[], None]) -> Verdict | None:
+    def _watch(
+        self, attempt: Attempt, done: Callable[[], bool], kill: Callable[[], None]
+    ) -> Verdict | None:
         """Wait for ``done()``, renewing the lease; stop the work (``kill``) on a lost
         lease, a cancel, the run timeout or a shutdown. None: it finished by itself."""
         next_renew = time.monotonic() + self.settings.renew_every_s
@@ -207,8 +223,9 @@ class Supervisor:
             if now >= next_renew:
                 next_renew = now + self.settings.renew_every_s
                 try:
-                    renewal = self.queue.renew(attempt.job_id, attempt.attempt_id,
-                                               int(self.settings.lease_s * 1000))
+                    renewal = self.queue.renew(
+                        attempt.job_id, attempt.attempt_id, int(self.settings.lease_s * 1000)
+                    )
                     if not renewal.held:
                         verdict = Verdict.LOST
                     elif renewal.cancel_requested:
@@ -218,8 +235,10 @@ class Supervisor:
                     log.warning("lease renew failed: %s", exc, extra=self._ctx())
             if verdict is None and attempt.timeout_s and now - attempt.started > attempt.timeout_s:
                 verdict = Verdict.TIMEOUT
-            if verdict is None and (self._abort.is_set() or (
-                    self._stop.is_set() and now - self._stop_since > self.settings.shutdown_grace_s)):
+            if verdict is None and (
+                self._abort.is_set()
+                or (self._stop.is_set() and now - self._stop_since > self.settings.shutdown_grace_s)
+            ):
                 verdict = Verdict.HANDBACK
             if verdict is not None:
                 kill()
@@ -229,27 +248,41 @@ class Supervisor:
 
     def _conclude(self, attempt: Attempt, verdict: Verdict) -> None:
         if verdict is Verdict.LOST:
-            log.warning("lease lost; the attempt was stopped and writes nothing",
-                        extra=self._ctx(job_id=attempt.job_id))
+            log.warning(
+                "lease lost; the attempt was stopped and writes nothing",
+                extra=self._ctx(job_id=attempt.job_id),
+            )
         elif verdict is Verdict.CANCELLED:
-            self._finish(attempt, "cancelled", error="cancelled by user",
-                         error_kind=FailureKind.CANCELLED)
+            self._finish(
+                attempt, "cancelled", error="cancelled by user", error_kind=FailureKind.CANCELLED
+            )
         elif verdict is Verdict.TIMEOUT:
-            self._finish(attempt, "failed", error_kind=FailureKind.TIMEOUT,
-                         error=f"timed out: ran longer than timeout_s={attempt.timeout_s:g}")
+            self._finish(
+                attempt,
+                "failed",
+                error_kind=FailureKind.TIMEOUT,
+                error=f"timed out: ran longer than timeout_s={attempt.timeout_s:g}",
+            )
         else:
-            self._call(lambda: self.queue.release(attempt.job_id, attempt.attempt_id,
-                                                  "worker shutting down"))
+            self._call(
+                lambda: self.queue.release(
+                    attempt.job_id, attempt.attempt_id, "worker shutting down"
+                )
+            )
 
     def _finish(self, attempt: Attempt, outcome: Any, **kwargs: Any) -> bool:
         if outcome == "retry":
-            kwargs["retry_delay_ms"] = backoff_ms(attempt.number, self.settings.backoff_base_s,
-                                                  self.settings.backoff_cap_s)
-        result = self._call(lambda: self.queue.finish(attempt.job_id, attempt.attempt_id,
-                                                      outcome, **kwargs))
+            kwargs["retry_delay_ms"] = backoff_ms(
+                attempt.number, self.settings.backoff_base_s, self.settings.backoff_cap_s
+            )
+        result = self._call(
+            lambda: self.queue.finish(attempt.job_id, attempt.attempt_id, outcome, **kwargs)
+        )
         if result is None or not result.applied:
-            log.warning("finish refused: this attempt no longer holds the job",
-                        extra=self._ctx(job_id=attempt.job_id, outcome=str(outcome)))
+            log.warning(
+                "finish refused: this attempt no longer holds the job",
+                extra=self._ctx(job_id=attempt.job_id, outcome=str(outcome)),
+            )
             return False
         log.info("job finished", extra=self._ctx(job_id=attempt.job_id, state=result.state))
         return True
@@ -292,20 +325,31 @@ class Supervisor:
             "result_path": str((work / "result.json").resolve()),
         }
         (work / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
-        proc = spawn_group([sys.executable, "-m", "trainyard_worker.child",
-                            str((work / "spec.json").resolve())], self._env)
+        proc = spawn_group(
+            [sys.executable, "-m", "trainyard_worker.child", str((work / "spec.json").resolve())],
+            self._env,
+        )
 
         def sink(stream: str, line: str) -> None:
-            try:
-                self.queue.report(attempt.job_id, attempt.attempt_id, "log",
-                                  {"stream": stream, "line": line[:4000]})
-            except redis.RedisError:
-                pass  # a log line lost to an outage is not worth stalling the job for
+            # A log line lost to a Redis outage is not worth stalling the job for.
+            with contextlib.suppress(redis.RedisError):
+                self.queue.report(
+                    attempt.job_id,
+                    attempt.attempt_id,
+                    "log",
+                    {"stream": stream, "line": line[:4000]},
+                )
 
         assert proc.stdout is not None and proc.stderr is not None
-        pipes = [LineForwarder(proc.stdout, "stdout", sink), LineForwarder(proc.stderr, "stderr", sink)]
-        verdict = self._watch(attempt, lambda: proc.poll() is not None,
-                              lambda: kill_group(proc, self.settings.kill_grace_s))
+        pipes = [
+            LineForwarder(proc.stdout, "stdout", sink),
+            LineForwarder(proc.stderr, "stderr", sink),
+        ]
+        verdict = self._watch(
+            attempt,
+            lambda: proc.poll() is not None,
+            lambda: kill_group(proc, self.settings.kill_grace_s),
+        )
         if verdict is None:
             kill_group(proc, 0)  # the leader is gone; take any stray grandchildren with it
         for pipe in pipes:
@@ -314,21 +358,31 @@ class Supervisor:
             if verdict is not None:
                 self._conclude(attempt, verdict)
                 return
-            self._training_outcome(attempt, proc.returncode, work, out_dir, relative, request,
-                                   model_id, pipes[1].tail)
+            self._training_outcome(
+                attempt, proc.returncode, work, out_dir, relative, request, model_id, pipes[1].tail
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
             job = self._call(lambda: self.queue.get_job(attempt.job_id)) or {}
             if job.get("model_id") != model_id or job.get("attempt_id") != attempt.attempt_id:
                 shutil.rmtree(out_dir, ignore_errors=True)  # not registered: no orphan files
 
-    def _training_outcome(self, attempt: Attempt, returncode: int, work: Path, out_dir: Path,
-                          relative: Path, request: dict[str, Any], model_id: str,
-                          stderr_tail: Any) -> None:
+    def _training_outcome(
+        self,
+        attempt: Attempt,
+        returncode: int,
+        work: Path,
+        out_dir: Path,
+        relative: Path,
+        request: dict[str, Any],
+        model_id: str,
+        stderr_tail: Any,
+    ) -> None:
         result = _read_json(work / "result.json")
         if returncode == EXIT_USER_ERROR and result is not None:
-            self._finish(attempt, "failed", error=str(result.get("error")),
-                         error_kind=FailureKind.USER_ERROR)
+            self._finish(
+                attempt, "failed", error=str(result.get("error")), error_kind=FailureKind.USER_ERROR
+            )
             return
         if returncode != 0 or result is None or not result.get("ok"):
             kind, message = describe_exit(returncode)
@@ -353,8 +407,12 @@ class Supervisor:
             "details": result.get("details") or {},
             "description": request.get("description") or "",
         }
-        self._finish(attempt, "succeeded", model=model,
-                     result={"model_id": model_id, "metrics": result["metrics"]})
+        self._finish(
+            attempt,
+            "succeeded",
+            model=model,
+            result={"model_id": model_id, "metrics": result["metrics"]},
+        )
 
     # -- inference ---------------------------------------------------------------------
 
@@ -362,23 +420,37 @@ class Supervisor:
         request = json.loads(attempt.job["request"])
         model = self._call(lambda: self.queue.get_model(request["model_id"]))
         if model is None:
-            self._finish(attempt, "failed", error_kind=FailureKind.USER_ERROR,
-                         error=f"model {request['model_id']!r} does not exist (deleted?)")
+            self._finish(
+                attempt,
+                "failed",
+                error_kind=FailureKind.USER_ERROR,
+                error=f"model {request['model_id']!r} does not exist (deleted?)",
+            )
             return
         model_dir = self.settings.model_store / model["artifact"]
         if not model_dir.is_dir():
-            self._finish(attempt, "retry", error_kind=FailureKind.INFRASTRUCTURE,
-                         error=f"model artifact not found at {model_dir} on this worker; "
-                               "workers on several hosts need a shared MODEL_STORE")
+            self._finish(
+                attempt,
+                "retry",
+                error_kind=FailureKind.INFRASTRUCTURE,
+                error=f"model artifact not found at {model_dir} on this worker; "
+                "workers on several hosts need a shared MODEL_STORE",
+            )
             return
-        self.inference.submit({
-            "model_id": model["model_id"],
-            "model_dir": str(model_dir.resolve()),
-            "meta": {"model_id": model["model_id"], "model_type": model["model_type"],
-                     "label_names": model["label_names"], "details": model.get("details") or {}},
-            "input_data": request["input_data"],
-            "parameters": request.get("parameters") or {},
-        })
+        self.inference.submit(
+            {
+                "model_id": model["model_id"],
+                "model_dir": str(model_dir.resolve()),
+                "meta": {
+                    "model_id": model["model_id"],
+                    "model_type": model["model_type"],
+                    "label_names": model["label_names"],
+                    "details": model.get("details") or {},
+                },
+                "input_data": request["input_data"],
+                "parameters": request.get("parameters") or {},
+            }
+        )
         replies: list[dict[str, Any]] = []
 
         def done() -> bool:
@@ -387,14 +459,17 @@ class Supervisor:
                 replies.append(reply)
             return bool(replies)
 
-        verdict = self._watch(attempt, done, lambda: self.inference.kill(self.settings.kill_grace_s))
+        verdict = self._watch(
+            attempt, done, lambda: self.inference.kill(self.settings.kill_grace_s)
+        )
         if verdict is not None:
             self._conclude(attempt, verdict)
             return
         reply = replies[0]
         if reply.get("ok"):
-            self._finish(attempt, "succeeded", result={"model_id": model["model_id"],
-                                                       **reply["result"]})
+            self._finish(
+                attempt, "succeeded", result={"model_id": model["model_id"], **reply["result"]}
+            )
         elif reply.get("kind") == "user_error":
             self._finish(attempt, "failed", error=reply["error"], error_kind=FailureKind.USER_ERROR)
         else:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+
 from trainyard.connection import connect
 from trainyard.engine import JobQueue
 from trainyard.keys import KeySchema

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+
 from trainyard.engine import JobQueue
 from trainyard.schema import ID_PATTERN
 

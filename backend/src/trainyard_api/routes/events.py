@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
+
 from trainyard.engine import Event, JobQueue
 from trainyard.types import TERMINAL_STATES
 

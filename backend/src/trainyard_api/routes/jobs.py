@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel, Field
+
 from trainyard.datapaths import DataPathError, resolve_data_path
 from trainyard.engine import JobQueue
 from trainyard.routing import RUNTIMES, RouteError, route_training

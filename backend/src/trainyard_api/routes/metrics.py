@@ -8,6 +8,7 @@ from collections import Counter
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from redis.exceptions import RedisError
+
 from trainyard.routing import RUNTIMES
 
 from ..deps import QueueDep, SettingsDep

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ValidationError
+
 from trainyard.schema import ID_PATTERN, ModelRecord
 
 from ..deps import QueueDep

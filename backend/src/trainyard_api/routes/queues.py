@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+
 from trainyard.routing import routing_table
 
 from ..deps import QueueDep, SettingsDep

@@ -6,6 +6,7 @@ import logging
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ValidationError
+
 from trainyard.schema import WorkerRecord
 
 from ..deps import QueueDep, SettingsDep

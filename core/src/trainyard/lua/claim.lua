@@ -43,8 +43,9 @@ for _ = 1, 1000 do
   local job = load_job(best_id, 'state', 'runtime', 'seq', 'expires_at', 'attempt')
   redis.call('ZREM', K.ready(best_runtime), best_id)
   if job.state == 'queued' then
+    -- queue_ttl_s bounds the wait before the first start; a retry is not "waiting to start".
     local expires_at = tonumber(job.expires_at or '0')
-    if expires_at > 0 and now >= expires_at then
+    if expires_at > 0 and now >= expires_at and tonumber(job.attempt) == 0 then
       redis.call('HSET', K.job(best_id), 'finished_at', now, 'error_kind', 'expired',
                  'error', 'expired: waited in the queue past its queue_ttl_s')
       move_state(best_id, job.seq, 'queued', 'failed')

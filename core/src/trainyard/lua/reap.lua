@@ -26,6 +26,7 @@ for _, id in ipairs(expired) do
     local new_state
     if tonumber(job.cancel_requested) == 1 then
       new_state = 'cancelled'
+      redis.call('HSET', K.job(id), 'error_kind', 'cancelled')
     elseif tonumber(job.attempt) >= tonumber(job.max_attempts) then
       new_state = 'dead'
     else

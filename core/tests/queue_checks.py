@@ -1,0 +1,116 @@
+"""Helpers shared by the engine tests: the index invariant, a job snapshot for "nothing
+changed" checks, and bounded waits on the server's clock (never bare sleeps)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis import Redis
+
+from trainyard.engine import Claim, JobQueue
+from trainyard.types import JobState, JobType, Priority
+
+__all__ = [
+    "assert_index_invariants",
+    "enqueue_simple",
+    "snapshot",
+    "wait_for",
+    "wait_past_server_time",
+]
+
+
+def enqueue_simple(
+    queue: JobQueue,
+    runtime: str = "sklearn",
+    *,
+    job_type: JobType = JobType.TRAINING,
+    priority: Priority = Priority.NORMAL,
+    **options: Any,
+) -> str:
+    job_id, created = queue.enqueue(
+        job_type=job_type,
+        runtime=runtime,
+        request={"model_type": "random_forest", "data_path": "/data/tabular_data.csv"},
+        priority=priority,
+        **options,
+    )
+    assert created
+    return job_id
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.005)
+
+
+def wait_past_server_time(queue: JobQueue, when_ms: int, timeout_s: float = 5.0) -> None:
+    """Poll the server's clock (the one the scripts use) until it is past ``when_ms``."""
+    wait_for(lambda: queue.server_time_ms() > when_ms, timeout_s, f"server time > {when_ms}")
+
+
+def wait_for_lease_expiry(queue: JobQueue, claim: Claim) -> None:
+    lease_until = int(queue.redis.hget(queue.keys.job(claim.job_id), "lease_until") or 0)
+    wait_past_server_time(queue, lease_until)
+
+
+def snapshot(queue: JobQueue, job_id: str) -> dict[str, Any]:
+    """Everything a transition of ``job_id`` could touch, to assert that nothing changed."""
+    r: Redis = queue.redis
+    k = queue.keys
+    job = r.hgetall(k.job(job_id))
+    runtime = job.get("runtime", "")
+    return {
+        "hash": job,
+        "events": r.xlen(k.events(job_id)),
+        "lease": r.zscore(k.leases, job_id),
+        "delayed": r.zscore(k.delayed, job_id),
+        "ready": r.zscore(k.ready(runtime), job_id) if runtime else None,
+        "states": {s.value: r.zscore(k.index_state(s), job_id) for s in JobState},
+        "models": r.zcard(k.models),
+    }
+
+
+def assert_index_invariants(queue: JobQueue) -> None:
+    """Every job is in exactly the indexes its hash's state calls for, and no index names
+    a job that is not there."""
+    r: Redis = queue.redis
+    k = queue.keys
+    all_ids = set(r.zrange(k.index_all, 0, -1))
+    hash_ids = {key[len(k.job("")) :] for key in r.scan_iter(match=k.job("*"), count=1000)}
+    assert all_ids == hash_ids, "index:all and the job hashes disagree"
+
+    by_state = {s.value: set(r.zrange(k.index_state(s), 0, -1)) for s in JobState}
+    leases = set(r.zrange(k.leases, 0, -1))
+    delayed = set(r.zrange(k.delayed, 0, -1))
+    ready_keys = list(r.scan_iter(match=k.ready("*"), count=1000))
+    ready = {key[len(k.ready("")) :]: set(r.zrange(key, 0, -1)) for key in ready_keys}
+
+    for job_id in all_ids:
+        job = r.hgetall(k.job(job_id))
+        state = job["state"]
+        holders = [s for s, ids in by_state.items() if job_id in ids]
+        assert holders == [state], f"job {job_id} ({state}) is in state indexes {holders}"
+        assert r.zscore(k.index_state(state), job_id) == float(job["seq"])
+        assert r.zscore(k.index_runtime(job["runtime"]), job_id) is not None
+        assert r.zscore(k.index_type(job["type"]), job_id) is not None
+        in_ready = [rt for rt, ids in ready.items() if job_id in ids]
+        assert in_ready == ([job["runtime"]] if state == "queued" else []), (
+            f"job {job_id} ({state}) is in ready queues {in_ready}"
+        )
+        assert (job_id in leases) == (state == "running"), f"job {job_id} ({state}) leases"
+        assert (job_id in delayed) == (state == "retrying"), f"job {job_id} ({state}) delayed"
+        if state == "running":
+            assert r.zscore(k.leases, job_id) == float(job["lease_until"])
+            assert job.get("attempt_id")
+    for state, ids in by_state.items():
+        assert ids <= all_ids, f"index:state:{state} names jobs that do not exist"
+    assert leases <= all_ids and delayed <= all_ids
+    for ids in ready.values():
+        assert ids <= all_ids

@@ -1,0 +1,285 @@
+"""The job schema: the seed README's request bodies validate verbatim; anything else is
+held to a strict, flat shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from trainyard.schema import InferenceJobRequest, TrainingJobRequest, job_from_hash
+from trainyard.types import JobState, Priority
+
+# Copied verbatim from the seed README (quick start and "API Examples").
+SEED_TRAINING_BODIES: list[dict[str, Any]] = [
+    {
+        "model_type": "bert",
+        "data_path": "/data/sentiment_analysis.csv",
+        "hyperparameters": {"epochs": 5, "learning_rate": 0.001, "batch_size": 16},
+        "description": "BERT sentiment analysis training",
+        "requires_gpu": False,
+    },
+    {
+        "model_type": "bert",
+        "data_path": "/data/sentiment_analysis.csv",
+        "hyperparameters": {
+            "epochs": 5,
+            "learning_rate": 0.0001,
+            "batch_size": 16,
+            "max_length": 512,
+        },
+        "description": "Fine-tune BERT for sentiment analysis",
+        "requires_gpu": False,
+        "framework_override": "pytorch-2.1",
+    },
+    {
+        "model_type": "resnet",
+        "data_path": "/data/image_classification",
+        "hyperparameters": {
+            "epochs": 10,
+            "learning_rate": 0.001,
+            "batch_size": 32,
+            "num_classes": 1000,
+        },
+        "description": "Train ResNet-50 for image classification",
+        "requires_gpu": True,
+        "framework_override": "pytorch-2.0-gpu",
+    },
+    {
+        "model_type": "inception",
+        "data_path": "/data/cifar10",
+        "hyperparameters": {
+            "epochs": 20,
+            "learning_rate": 0.01,
+            "batch_size": 64,
+            "dropout_rate": 0.2,
+        },
+        "description": "Train Inception v3 on CIFAR-10",
+        "requires_gpu": False,
+        "framework_override": "tensorflow",
+    },
+    {
+        "model_type": "random_forest",
+        "data_path": "/data/tabular_data.csv",
+        "hyperparameters": {
+            "n_estimators": 100,
+            "max_depth": 10,
+            "min_samples_split": 5,
+            "random_state": 42,
+        },
+        "description": "Train Random Forest for classification",
+        "requires_gpu": False,
+        "framework_override": "sklearn",
+    },
+]
+
+SEED_INFERENCE_BODIES: list[dict[str, Any]] = [
+    {
+        "model_id": "model_123",
+        "input_data": "This is a great product!",
+        "parameters": {"temperature": 0.7, "max_length": 100},
+    },
+    {
+        "model_id": "bert_model_123",
+        "input_data": "This is a great product!",
+        "parameters": {"temperature": 0.7, "max_length": 100},
+    },
+    {
+        "model_id": "resnet_model_456",
+        "input_data": "/path/to/image.jpg",
+        "parameters": {"top_k": 5, "confidence_threshold": 0.8},
+    },
+    {
+        "model_id": "random_forest_model_789",
+        "input_data": "feature1,feature2,feature3,feature4",
+        "parameters": {"probability": True},
+    },
+]
+
+
+def _error_fields(caught: pytest.ExceptionInfo[ValidationError]) -> set[str]:
+    return {".".join(str(p) for p in err["loc"]) for err in caught.value.errors()}
+
+
+@pytest.mark.parametrize("body", SEED_TRAINING_BODIES)
+def test_the_seed_training_bodies_validate_verbatim(body: dict[str, Any]) -> None:
+    request = TrainingJobRequest.model_validate(body)
+    assert request.model_type == body["model_type"]
+    assert request.hyperparameters == body["hyperparameters"]
+    assert request.priority is Priority.NORMAL and request.max_attempts is None
+
+
+@pytest.mark.parametrize("body", SEED_INFERENCE_BODIES)
+def test_the_seed_inference_bodies_validate_verbatim(body: dict[str, Any]) -> None:
+    request = InferenceJobRequest.model_validate(body)
+    assert request.input_data == body["input_data"]
+    assert request.parameters == body["parameters"]
+
+
+def test_the_seed_bodies_round_trip_through_json() -> None:
+    import json
+
+    for body in SEED_TRAINING_BODIES:
+        assert (
+            TrainingJobRequest.model_validate_json(json.dumps(body)).model_type
+            == body["model_type"]
+        )
+    for body in SEED_INFERENCE_BODIES:
+        assert (
+            InferenceJobRequest.model_validate_json(json.dumps(body)).model_id == body["model_id"]
+        )
+
+
+def test_our_optional_extras_are_accepted() -> None:
+    request = TrainingJobRequest.model_validate(
+        {
+            **SEED_TRAINING_BODIES[4],
+            "priority": "high",
+            "max_attempts": 5,
+            "timeout_s": 600,
+            "queue_ttl_s": 60,
+            "idempotency_key": "nightly-2024.01.01",
+            "model_name": "rf_v2",
+            "label_column": "species",
+        }
+    )
+    assert request.priority is Priority.HIGH and request.model_name == "rf_v2"
+    batch = InferenceJobRequest.model_validate({"model_id": "m1", "input_data": ["1,2", "3,4"]})
+    assert batch.input_data == ["1,2", "3,4"]
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "field"),
+    [
+        (TrainingJobRequest, {**SEED_TRAINING_BODIES[0], "gpu": True}, "gpu"),
+        (TrainingJobRequest, {**SEED_TRAINING_BODIES[0], "worker_type": "x"}, "worker_type"),
+        (InferenceJobRequest, {**SEED_INFERENCE_BODIES[0], "model_type": "bert"}, "model_type"),
+    ],
+)
+def test_extra_fields_are_forbidden(model: type, body: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(body)  # type: ignore[attr-defined]
+    assert field in _error_fields(caught)
+
+
+@pytest.mark.parametrize(
+    "hyperparameters",
+    [
+        {"optimizer": {"name": "adam"}},
+        {"layers": [[1, 2], [3]]},
+        {"layers": [{"units": 3}]},
+        {"x" * 65: 1},
+        {"note": "y" * 1025},
+        {f"h{i}": i for i in range(65)},
+        {"grid": list(range(65))},
+    ],
+)
+def test_hyperparameters_must_be_flat_and_small(hyperparameters: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrainingJobRequest.model_validate(
+            {**SEED_TRAINING_BODIES[4], "hyperparameters": hyperparameters}
+        )
+    assert "hyperparameters" in _error_fields(caught)
+
+
+def test_flat_hyperparameters_of_every_scalar_kind_and_short_lists_are_accepted() -> None:
+    hp = {"a": 1, "b": 0.5, "c": "s", "d": True, "e": None, "f": [1, 2.5, "x", False]}
+    assert (
+        TrainingJobRequest.model_validate(
+            {**SEED_TRAINING_BODIES[4], "hyperparameters": hp}
+        ).hyperparameters
+        == hp
+    )
+
+
+def test_inference_parameters_must_be_flat() -> None:
+    with pytest.raises(ValidationError) as caught:
+        InferenceJobRequest.model_validate(
+            {**SEED_INFERENCE_BODIES[0], "parameters": {"a": {"b": 1}}}
+        )
+    assert "parameters" in _error_fields(caught)
+
+
+@pytest.mark.parametrize("name", ["rf", "rf_v2", "Model-1.0", "a" * 128, "9lives"])
+def test_model_name_and_idempotency_key_accept_safe_ids(name: str) -> None:
+    body = {**SEED_TRAINING_BODIES[4], "model_name": name, "idempotency_key": name}
+    request = TrainingJobRequest.model_validate(body)
+    assert request.model_name == request.idempotency_key == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "a" * 129, "-leading", ".hidden", "has space", "a/b", "a:b", "{trainyard}", "ü", "a*"],
+)
+@pytest.mark.parametrize("field", ["model_name", "idempotency_key"])
+def test_model_name_and_idempotency_key_refuse_unsafe_ids(name: str, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrainingJobRequest.model_validate({**SEED_TRAINING_BODIES[4], field: name})
+    assert field in _error_fields(caught)
+
+
+@pytest.mark.parametrize("model_id", ["../etc", "a b", ""])
+def test_inference_model_id_must_be_a_safe_id(model_id: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        InferenceJobRequest.model_validate({**SEED_INFERENCE_BODIES[0], "model_id": model_id})
+    assert "model_id" in _error_fields(caught)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("priority", "urgent"),
+        ("max_attempts", 0),
+        ("max_attempts", 21),
+        ("timeout_s", 0),
+        ("queue_ttl_s", -1),
+        ("data_path", ""),
+        ("requires_gpu", "maybe"),
+    ],
+)
+def test_out_of_range_options_are_refused(field: str, value: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrainingJobRequest.model_validate({**SEED_TRAINING_BODIES[4], field: value})
+    assert field in _error_fields(caught)
+
+
+def test_missing_required_fields_are_named() -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrainingJobRequest.model_validate({"hyperparameters": {}})
+    assert {"model_type", "data_path"} <= _error_fields(caught)
+    with pytest.raises(ValidationError) as caught:
+        InferenceJobRequest.model_validate({})
+    assert {"model_id", "input_data"} <= _error_fields(caught)
+
+
+def test_an_empty_inference_batch_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        InferenceJobRequest.model_validate({"model_id": "m", "input_data": []})
+
+
+def test_job_from_hash_builds_the_api_record() -> None:
+    record = job_from_hash(
+        {
+            "id": "j1",
+            "state": "retrying",
+            "type": "training",
+            "runtime": "sklearn",
+            "priority": "low",
+            "attempt": "1",
+            "max_attempts": "3",
+            "request": '{"model_type": "svm"}',
+            "error_kind": "crashed",
+            "error": "boom",
+            "cancel_requested": "0",
+            "created_at": "1700000000000",
+            "retry_at": "1700000005000",
+            "attempt_id": "",
+            "timeout_s": "",
+        }
+    )
+    assert record.status is JobState.RETRYING and record.priority is Priority.LOW
+    assert record.request == {"model_type": "svm"}
+    assert record.retry_at is not None and record.created_at is not None
+    assert (record.retry_at - record.created_at).total_seconds() == 5
+    assert record.attempt_id is None and record.timeout_s is None and not record.cancel_requested

@@ -1,0 +1,47 @@
+# Shared by run_local.sh and test.sh (sourced, not run).
+# Environments live outside the clone, one folder per hash of the files that pin them,
+# and are reused whenever that hash matches (CI clones the repo afresh every run).
+
+export UV_PYTHON_DOWNLOADS=never     # uv cannot download a Python here; use the machine's 3.11
+export UV_PYTHON="${UV_PYTHON:-3.11}"
+TRAINYARD_ENV_ROOT="${TRAINYARD_ENV_ROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/trainyard/envs}"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+
+ensure_uv() {
+  if command -v uv >/dev/null 2>&1; then UV=uv; return; fi
+  local tools="$TRAINYARD_ENV_ROOT/../tools"
+  if [ ! -x "$tools/bin/uv" ]; then
+    echo "uv not found: installing uv 0.13.8 into $tools" >&2
+    python3 -m venv "$tools"
+    "$tools/bin/pip" install --quiet "uv==0.13.8"
+  fi
+  UV="$tools/bin/uv"
+}
+
+check_disk() { # free MiB needed
+  local need_mb=$1 free_mb
+  mkdir -p "$TRAINYARD_ENV_ROOT"
+  free_mb=$(df -Pm "$TRAINYARD_ENV_ROOT" | awk 'NR==2 {print $4}')
+  if [ "$free_mb" -lt "$need_mb" ]; then
+    echo "only ${free_mb} MiB free under $TRAINYARD_ENV_ROOT; need ${need_mb} MiB" >&2
+    exit 1
+  fi
+}
+
+# env_path PROJECT [EXTRA]: the folder for a project's environment (hash of its pins).
+env_path() {
+  local project=$1 extra=${2:-none} hash
+  hash=$(cat "$REPO_ROOT/$project/pyproject.toml" "$REPO_ROOT/$project/uv.lock" \
+         "$REPO_ROOT/core/pyproject.toml" | sha256sum | cut -c1-16)
+  echo "$TRAINYARD_ENV_ROOT/$project-$extra-$hash"
+}
+
+# sync_env PROJECT [EXTRA]: create or update that environment from the lock; prints its path.
+sync_env() {
+  local project=$1 extra=${2:-} dir
+  dir=$(env_path "$project" "$extra")
+  local args=(sync --frozen --project "$REPO_ROOT/$project" --quiet)
+  [ -n "$extra" ] && args+=(--extra "$extra")
+  UV_PROJECT_ENVIRONMENT="$dir" "$UV" "${args[@]}" >&2
+  echo "$dir"
+}

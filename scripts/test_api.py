@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Drive a running Trainyard through the seed README's requests and print what came back.
+
+    python scripts/test_api.py [--base-url http://localhost:8000] [--timeout 300]
+
+Standard library only, so it runs with any Python 3. It submits every training example
+from the README; those whose runtime has a live worker run to the end and the inference
+examples then use the models they registered. Jobs for runtimes with no live worker are
+reported with the reason they wait, and cancelled (pass --keep to leave them queued).
+Exit code 0 when every job that could run succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+TRAINING = [
+    ("PyTorch BERT (CPU)", {
+        "model_type": "bert", "data_path": "/data/sentiment_analysis.csv",
+        "hyperparameters": {"epochs": 5, "learning_rate": 0.0001, "batch_size": 16,
+                            "max_length": 512},
+        "description": "Fine-tune BERT for sentiment analysis", "requires_gpu": False,
+        "framework_override": "pytorch-2.1"}, "bert_model_123"),
+    ("PyTorch ResNet (GPU)", {
+        "model_type": "resnet", "data_path": "/data/image_classification",
+        "hyperparameters": {"epochs": 10, "learning_rate": 0.001, "batch_size": 32,
+                            "num_classes": 1000},
+        "description": "Train ResNet-50 for image classification", "requires_gpu": True,
+        "framework_override": "pytorch-2.0-gpu"}, "resnet_model_456"),
+    ("TensorFlow Inception", {
+        "model_type": "inception", "data_path": "/data/cifar10",
+        "hyperparameters": {"epochs": 20, "learning_rate": 0.01, "batch_size": 64,
+                            "dropout_rate": 0.2},
+        "description": "Train Inception v3 on CIFAR-10", "requires_gpu": False,
+        "framework_override": "tensorflow"}, None),
+    ("Scikit-learn Random Forest", {
+        "model_type": "random_forest", "data_path": "/data/tabular_data.csv",
+        "hyperparameters": {"n_estimators": 100, "max_depth": 10, "min_samples_split": 5,
+                            "random_state": 42},
+        "description": "Train Random Forest for classification", "requires_gpu": False,
+        "framework_override": "sklearn"}, "random_forest_model_789"),
+]  # fmt: skip
+
+INFERENCE = [
+    ("Text classification", {"model_id": "bert_model_123", "input_data": "This is a great product!",
+                             "parameters": {"temperature": 0.7, "max_length": 100}}),
+    ("Image classification", {"model_id": "resnet_model_456", "input_data": "/path/to/image.jpg",
+                              "parameters": {"top_k": 5, "confidence_threshold": 0.8}}),
+    ("Tabular prediction", {"model_id": "random_forest_model_789",
+                            "input_data": "feature1,feature2,feature3,feature4",
+                            "parameters": {"probability": True}}),
+]  # fmt: skip
+
+TERMINAL = {"succeeded", "failed", "cancelled", "dead"}
+
+
+def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=330) as reply:
+            return reply.status, json.loads(reply.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def wait(base: str, job_id: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        _, status = call(base, "GET", f"/jobs/{job_id}/status")
+        if (
+            status["status"] in TERMINAL
+            or status.get("waiting_reason")
+            or time.monotonic() > deadline
+        ):
+            return status
+        time.sleep(0.5)
+
+
+def summary(status: dict[str, Any]) -> str:
+    if status.get("status") == "succeeded":
+        return json.dumps(status.get("result"))[:110]
+    return status.get("waiting_reason") or status.get("error") or ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base-url", default="http://localhost:8000")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--keep", action="store_true", help="leave jobs that cannot run queued")
+    args = parser.parse_args()
+    base = args.base_url.rstrip("/")
+
+    code, health = call(base, "GET", "/health")
+    print(f"GET /health -> {code} {json.dumps(health)}\n")
+    rows: list[tuple[str, str, str, str]] = []
+    bad = 0
+    ready_models: set[str] = set()
+    for name, body, model_name in TRAINING:
+        # The seed's body, plus a model name so the seed's inference examples can use it.
+        code, status = call(
+            base,
+            "POST",
+            "/jobs/training",
+            {**body, "model_name": model_name} if model_name else body,
+        )
+        if code >= 400:
+            rows.append((name, str(code), "refused", status["error"]["message"][:110]))
+            continue
+        status = wait(base, status["job_id"], args.timeout)
+        if status.get("waiting_reason") and not args.keep:
+            call(base, "POST", f"/jobs/{status['job_id']}/cancel")
+        elif status["status"] == "succeeded" and model_name:
+            ready_models.add(model_name)
+        elif status["status"] != "succeeded":
+            bad += 1
+        rows.append((name, str(code), status["status"], summary(status)))
+
+    for name, body in INFERENCE:
+        if body["model_id"] not in ready_models:
+            rows.append((name, "-", "skipped", f"model {body['model_id']} was not trained here"))
+            continue
+        code, status = call(base, "POST", "/jobs/inference?wait=60", body)
+        rows.append((name, str(code), status.get("status", "?"), summary(status)))
+        if name == "Tabular prediction":
+            # The seed's input is a placeholder row of feature names; send real values too.
+            real = {**body, "input_data": "5.1,3.5,1.4,0.2"}
+            code, status = call(base, "POST", "/jobs/inference?wait=60", real)
+            rows.append((name + " (values)", str(code), status.get("status", "?"), summary(status)))
+            bad += status.get("status") != "succeeded"
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'example':<{width}}  http  state      result / reason")
+    for name, code, state, detail in rows:
+        print(f"{name:<{width}}  {code:<4}  {state:<9}  {detail}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
