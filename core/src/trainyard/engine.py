@@ -280,16 +280,19 @@ class JobQueue:
         sizes = pipe.execute()
         driver = candidates[min(range(len(candidates)), key=lambda i: sizes[i])]
 
+        # With at most one filter the driver index is that filter: every entry matches, so
+        # read exactly what the page needs. Otherwise over-read to pay fewer round trips.
+        exact = sum(1 for f in (state, runtime, job_type) if f) <= 1
         upper = f"({int(cursor)}" if cursor else "+inf"
         found: list[dict[str, str]] = []
         scanned = 0
         last_seq: int | None = None
         while len(found) < limit and scanned < scan_budget:
+            want = limit - len(found)
+            num = min(want if exact else max(want * 4, 100), scan_budget - scanned)
             batch = self._r.zrevrangebyscore(
-                driver, upper, "-inf", start=0, num=min(500, scan_budget - scanned), withscores=True
+                driver, upper, "-inf", start=0, num=num, withscores=True
             )
-            if not batch:
-                return JobPage(found, None)
             scanned += len(batch)
             for job in self.get_jobs(job_id for job_id, _ in batch):
                 if (
@@ -301,6 +304,8 @@ class JobQueue:
                 found.append(job)
                 if len(found) == limit:
                     return JobPage(found, job["seq"])
+            if len(batch) < num:
+                return JobPage(found, None)  # the index has nothing older
             last_seq = int(batch[-1][1])
             upper = f"({last_seq}"
         return JobPage(found, str(last_seq) if last_seq is not None else None)
