@@ -42,6 +42,10 @@ sync_env() {
   dir=$(env_path "$project" "$extra")
   local args=(sync --frozen --project "$REPO_ROOT/$project" --quiet)
   [ -n "$extra" ] && args+=(--extra "$extra")
-  UV_PROJECT_ENVIRONMENT="$dir" "$UV" "${args[@]}" >&2
+  UV_PROJECT_ENVIRONMENT="$dir" "$UV" "${args[@]}" >&2 || return 1
+  # Environments of older pins of the same project and extra only take disk space.
+  for old in "${dir%-*}"-*; do
+    [ "$old" != "$dir" ] && [ -d "$old" ] && rm -rf "$old"
+  done
   echo "$dir"
 }
