@@ -89,6 +89,7 @@ def assert_index_invariants(queue: JobQueue) -> None:
     by_state = {s.value: set(r.zrange(k.index_state(s), 0, -1)) for s in JobState}
     leases = set(r.zrange(k.leases, 0, -1))
     delayed = set(r.zrange(k.delayed, 0, -1))
+    expiring = set(r.zrange(k.expiring, 0, -1))
     ready_keys = list(r.scan_iter(match=k.ready("*"), count=1000))
     ready = {key[len(k.ready("")) :]: set(r.zrange(key, 0, -1)) for key in ready_keys}
 
@@ -106,6 +107,8 @@ def assert_index_invariants(queue: JobQueue) -> None:
         )
         assert (job_id in leases) == (state == "running"), f"job {job_id} ({state}) leases"
         assert (job_id in delayed) == (state == "retrying"), f"job {job_id} ({state}) delayed"
+        if job_id in expiring:
+            assert state == "queued" and job["attempt"] == "0", f"job {job_id} expiring"
         if state == "running":
             assert r.zscore(k.leases, job_id) == float(job["lease_until"])
             assert job.get("attempt_id")

@@ -206,3 +206,29 @@ def test_concurrent_workers_claim_every_job_exactly_once(
     assert max(counts.values()) == 1
     assert queue.count_by_state()["succeeded"] == total
     assert queue.redis.zcard(queue.keys.leases) == 0
+
+
+def test_reap_fails_a_job_that_no_worker_started_within_its_queue_ttl(queue: JobQueue) -> None:
+    # A runtime nobody serves: no claim would ever look at this job.
+    stale = enqueue_simple(queue, "tensorflow", queue_ttl_s=0.05)
+    fresh = enqueue_simple(queue, "tensorflow", queue_ttl_s=3600)
+    wait_past_server_time(queue, int(queue.get_job(stale)["expires_at"]))  # type: ignore[index]
+
+    assert queue.reap() == [(stale, "failed")]
+    job = queue.get_job(stale)
+    assert job is not None and job["state"] == "failed" and job["error_kind"] == "expired"
+    assert queue.redis.zscore(queue.keys.ready("tensorflow"), stale) is None
+    assert queue.redis.zscore(queue.keys.expiring, stale) is None
+    assert queue.get_job(fresh)["state"] == "queued"  # type: ignore[index]
+
+
+def test_a_started_job_never_expires_from_the_queue(queue: JobQueue) -> None:
+    job_id = enqueue_simple(queue, queue_ttl_s=0.2)
+    claim = queue.claim("w1", ["sklearn"], LONG_LEASE_MS)
+    assert claim is not None and claim.job_id == job_id
+    assert queue.redis.zscore(queue.keys.expiring, job_id) is None
+    queue.finish(job_id, claim.attempt_id, "retry", error="x", error_kind="crashed")
+    wait_past_server_time(queue, int(queue.get_job(job_id)["expires_at"]))  # type: ignore[index]
+    assert queue.reap() == []
+    again = queue.claim("w1", ["sklearn"], LONG_LEASE_MS)
+    assert again is not None and again.job_id == job_id  # the retry runs, not "expired"

@@ -325,7 +325,7 @@ class JobQueue:
         ]
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
-        """Queued jobs per runtime and priority, plus retrying and running per runtime."""
+        """Queued jobs per runtime, by priority and in total."""
         band = 1 << 40
         pipe = self._r.pipeline(transaction=False)
         names = list(RUNTIMES)

@@ -12,6 +12,7 @@ spelled twice.
 | ``<p>ready:<runtime>``           | zset   | queued job ids; score = priority band + sequence   |
 | ``<p>wake:<runtime>``            | list   | wake-up tokens idle workers block on (BLPOP)       |
 | ``<p>delayed``                   | zset   | job ids waiting for a retry; score = due time (ms) |
+| ``<p>expiring``                  | zset   | never-started jobs with a queue TTL; score = when  |
 | ``<p>leases``                    | zset   | running job ids; score = lease deadline (ms)       |
 | ``<p>seq``                       | string | submission counter (FIFO order, cursors)           |
 | ``<p>idem:<key>``                | string | idempotency key -> job id (expires)                |
@@ -41,6 +42,7 @@ _KEYS: dict[str, str] = {
     "ready": "ready:",
     "wake": "wake:",
     "delayed": "delayed",
+    "expiring": "expiring",
     "leases": "leases",
     "seq": "seq",
     "idem": "idem:",
@@ -104,6 +106,10 @@ class KeySchema:
     @property
     def delayed(self) -> str:
         return self._key("delayed")
+
+    @property
+    def expiring(self) -> str:
+        return self._key("expiring")
 
     @property
     def leases(self) -> str:

@@ -49,3 +49,12 @@ local function state_event(id, state, extra)
   data['state'] = state
   emit(id, 'state', cjson.encode(data))
 end
+
+-- A job that never started within its queue_ttl_s fails as "expired".
+local function expire(id, seq, now)
+  redis.call('ZREM', K.expiring, id)
+  redis.call('HSET', K.job(id), 'finished_at', now, 'error_kind', 'expired',
+             'error', 'expired: waited in the queue past its queue_ttl_s without starting')
+  move_state(id, seq, 'queued', 'failed')
+  state_event(id, 'failed', {reason = 'expired'})
+end

@@ -15,6 +15,7 @@ if not job.state then return {-1, 'missing'} end
 if job.state == 'queued' or job.state == 'retrying' then
   redis.call('ZREM', K.ready(job.runtime), id)
   redis.call('ZREM', K.delayed, id)
+  redis.call('ZREM', K.expiring, id)
   redis.call('HSET', KEYS[1], 'finished_at', now_ms(), 'error', reason,
              'error_kind', 'cancelled', 'cancel_requested', 1)
   move_state(id, job.seq, job.state, 'cancelled')

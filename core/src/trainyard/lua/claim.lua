@@ -46,10 +46,7 @@ for _ = 1, 1000 do
     -- queue_ttl_s bounds the wait before the first start; a retry is not "waiting to start".
     local expires_at = tonumber(job.expires_at or '0')
     if expires_at > 0 and now >= expires_at and tonumber(job.attempt) == 0 then
-      redis.call('HSET', K.job(best_id), 'finished_at', now, 'error_kind', 'expired',
-                 'error', 'expired: waited in the queue past its queue_ttl_s')
-      move_state(best_id, job.seq, 'queued', 'failed')
-      state_event(best_id, 'failed', {reason = 'expired'})
+      expire(best_id, job.seq, now)
     else
       local attempt = tonumber(job.attempt) + 1
       local lease_until = now + lease_ms
@@ -57,6 +54,7 @@ for _ = 1, 1000 do
                  'worker_id', worker_id, 'started_at', now, 'lease_until', lease_until,
                  'lease_ms', lease_ms, 'cancel_requested', 0)
       move_state(best_id, job.seq, 'queued', 'running')
+      redis.call('ZREM', K.expiring, best_id)
       redis.call('ZADD', K.leases, lease_until, best_id)
       state_event(best_id, 'running', {attempt = attempt, worker_id = worker_id})
       return redis.call('HGETALL', K.job(best_id))

@@ -44,6 +44,7 @@ if idem_key ~= '' then
   redis.call('SET', K.idem(idem_key), id, 'EX', idem_ttl)
 end
 redis.call('ZADD', K.ready(runtime), ready_score(rank, seq), id)
+if expires_at > 0 then redis.call('ZADD', K.expiring, expires_at, id) end
 wake(runtime)
 state_event(id, 'queued', {})
 return {1, id}

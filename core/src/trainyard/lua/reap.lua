@@ -6,7 +6,10 @@
 --
 -- KEYS[1]  the leases zset (K.leases)
 -- ARGV[1]  most jobs to reap in this call
--- Returns  a flat list {job_id, new_state, ...} of the jobs reaped.
+-- It also fails queued jobs that never started within their queue_ttl_s, so a job for a
+-- runtime no worker serves does not wait forever.
+--
+-- Returns  a flat list {job_id, new_state, ...} of the jobs reaped or expired.
 
 local limit = tonumber(ARGV[1])
 local now = now_ms()
@@ -41,6 +44,18 @@ for _, id in ipairs(expired) do
     state_event(id, new_state, {reason = lost})
     table.insert(out, id)
     table.insert(out, new_state)
+  end
+end
+local due = redis.call('ZRANGEBYSCORE', K.expiring, '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(due) do
+  local job = load_job(id, 'state', 'attempt', 'runtime', 'seq')
+  if job.state == 'queued' and tonumber(job.attempt) == 0 then
+    redis.call('ZREM', K.ready(job.runtime), id)
+    expire(id, job.seq, now)
+    table.insert(out, id)
+    table.insert(out, 'failed')
+  else
+    redis.call('ZREM', K.expiring, id)
   end
 end
 return out
