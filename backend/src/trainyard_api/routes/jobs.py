@@ -162,7 +162,13 @@ def submit_inference(
     response: Response,
     wait: Annotated[
         float,
-        Query(ge=0, description="seconds to wait for the result; 0 (the default) answers at once; at most MAX_WAIT_S (300 unless configured)"),
+        Query(
+            ge=0,
+            description=(
+                "seconds to wait for the result; 0 (the default) answers at once; "
+                "at most MAX_WAIT_S (300 unless configured)"
+            ),
+        ),
     ] = 0,
     idempotency_key: IdempotencyHeader = None,
 ) -> JobStatus:
