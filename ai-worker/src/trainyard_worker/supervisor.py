@@ -51,19 +51,12 @@ class Verdict(enum.Enum):
     HANDBACK = "handback"  # the worker is shutting down
 
 
-@dataclass
-class Attempt:
-    job: dict[str, str]
-    started: float
-    timeout_s: float | None
+@dataclass(frozen=True)
+class Attempt(Claim):
+    """A claimed job as the supervisor runs it."""
 
-    @property
-    def job_id(self) -> str:
-        return self.job["id"]
-
-    @property
-    def attempt_id(self) -> str:
-        return self.job["attempt_id"]
+    started: float = 0.0  # time.monotonic() at the start
+    timeout_s: float | None = None
 
     @property
     def number(self) -> int:
