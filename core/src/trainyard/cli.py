@@ -293,7 +293,8 @@ def inference_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-def _submitted(args: argparse.Namespace, handle: JobHandle, status: dict[str, Any]) -> int:
+def _submitted(args: argparse.Namespace, handle: JobHandle) -> int:
+    status = handle.submitted or handle.status()
     args.job_id = handle.id  # for the Ctrl-C note
     if args.wait and status.get("status") not in TERMINAL:
         return _finish_followed(args, _follow(handle, status, _wait_timeout(args)))
@@ -311,21 +312,14 @@ def _submitted(args: argparse.Namespace, handle: JobHandle, status: dict[str, An
 
 
 def _cmd_submit_training(client: Client, args: argparse.Namespace) -> int:
-    status = client._request("POST", "/jobs/training", json=training_body(args))
-    return _submitted(args, JobHandle(client, str(status["job_id"]), status), status)
+    handle = client.submit("training", training_body(args))
+    return _submitted(args, handle)
 
 
 def _cmd_submit_inference(client: Client, args: argparse.Namespace) -> int:
-    body = inference_body(args)
-    params: dict[str, Any] | None = None
-    read_timeout: float | None = None
-    if args.wait:
-        hold = min(INFERENCE_HOLD_S, _wait_timeout(args))
-        params, read_timeout = {"wait": hold}, client.timeout + hold
-    status = client._request(
-        "POST", "/jobs/inference", json=body, params=params, timeout=read_timeout
-    )
-    return _submitted(args, JobHandle(client, str(status["job_id"]), status), status)
+    hold = min(INFERENCE_HOLD_S, _wait_timeout(args)) if args.wait else None
+    handle = client.submit("inference", inference_body(args), wait=hold)
+    return _submitted(args, handle)
 
 
 def _cmd_status(client: Client, args: argparse.Namespace) -> int:

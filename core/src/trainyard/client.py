@@ -224,8 +224,7 @@ class Client:
             "hyperparameters": hyperparameters or {},
             **_drop_none(options),
         }
-        status = self._request("POST", "/jobs/training", json=body)
-        return JobHandle(self, str(status["job_id"]), status)
+        return self.submit("training", body)
 
     def infer(
         self,
@@ -244,10 +243,15 @@ class Client:
             "parameters": parameters or {},
             **_drop_none(options),
         }
+        return self.submit("inference", body, wait=wait)
+
+    def submit(self, job_type: str, body: dict[str, Any], wait: float | None = None) -> JobHandle:
+        """Submit a request body as it is (``job_type`` ``training`` or ``inference``),
+        e.g. one of the seed README's bodies. ``wait`` holds an inference answer."""
         params = {"wait": wait} if wait else None
         read_timeout = self.timeout + (wait or 0)
         status = self._request(
-            "POST", "/jobs/inference", json=body, params=params, timeout=read_timeout
+            "POST", f"/jobs/{job_type}", json=body, params=params, timeout=read_timeout
         )
         return JobHandle(self, str(status["job_id"]), status)
 
