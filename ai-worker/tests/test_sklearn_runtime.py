@@ -103,7 +103,7 @@ def test_sample_data_is_deterministic_and_ensure_is_idempotent(tmp_path: Path) -
     assert lines[0] == "feature1,feature2,feature3,feature4,label"
     assert len(lines) == 31
     assert {line.rsplit(",", 1)[1] for line in lines[1:]} == set(TABULAR_CLASSES)
-    assert ensure_samples(tmp_path / "root") == [tmp_path / "root" / "tabular_data.csv"]
+    assert tmp_path / "root" / "tabular_data.csv" in ensure_samples(tmp_path / "root")
     assert ensure_samples(tmp_path / "root") == []
 
 
