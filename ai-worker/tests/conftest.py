@@ -1,4 +1,5 @@
-"""Worker tests run real worker processes against a real embedded Valkey server."""
+"""Worker tests run real worker processes against a real embedded Valkey server (the
+``server`` and ``queue`` fixtures and ``wait_for`` come from ``trainyard.testing``)."""
 
 from __future__ import annotations
 
@@ -6,47 +7,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from trainyard.connection import connect
 from trainyard.embedded import EmbeddedServer
 from trainyard.engine import JobQueue
 from trainyard.sample_data import ensure_samples
+from trainyard.testing import wait_for
 from trainyard.types import TERMINAL_STATES, JobType
+
+pytest_plugins = ["trainyard.testing"]
 
 WORKER_DIR = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(tmp_path_factory.mktemp("valkey")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def queue(server: EmbeddedServer) -> JobQueue:
-    client = connect(server.url)
-    client.flushall()
-    return JobQueue(client)
 
 
 class WorkerFarm:

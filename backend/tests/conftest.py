@@ -1,5 +1,6 @@
-"""Every test talks to a real Redis-protocol server: an embedded Valkey started for the
-session on a free port (never the machine's shared Redis), flushed between tests."""
+"""Backend tests drive the app (``client``, built with test ``settings``) against the
+session's embedded Valkey from ``trainyard.testing`` (``server``; ``redis_client`` flushes
+it before each test; ``queue`` writes to it as a worker would)."""
 
 from __future__ import annotations
 
@@ -11,31 +12,13 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from trainyard.connection import connect
 from trainyard.embedded import EmbeddedServer
 from trainyard.engine import JobQueue
 from trainyard.types import JobType
 from trainyard_api.app import create_app
 from trainyard_api.config import Settings
 
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(tmp_path_factory.mktemp("valkey")) as srv:
-        yield srv
-
-
-@pytest.fixture
-def redis_client(server: EmbeddedServer) -> Iterator[Redis]:
-    client = connect(server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def queue(redis_client: Redis) -> JobQueue:
-    return JobQueue(redis_client)
+pytest_plugins = ["trainyard.testing"]
 
 
 @pytest.fixture

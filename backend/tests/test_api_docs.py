@@ -8,6 +8,8 @@
   ``<!-- response: ModelName -->``; it must validate against that model and hold no key
   the model does not know. ``<!-- response: sse -->`` and ``<!-- response: metrics -->``
   tag ```text blocks of an event stream and of Prometheus metrics.
+* ``trainyard.seed_examples`` holds the seed README's bodies verbatim, and the copy that
+  ``scripts/test_api.py`` keeps (it runs without trainyard) equals it.
 * Every ``METHOD /path`` in the endpoint table of docs/API.md exists in the app, and every
   operation of the app's OpenAPI schema is in the table.
 
@@ -17,6 +19,7 @@ None of this needs Redis: the app is only built, never started.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import re
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ from trainyard.schema import (
     ModelRecord,
     TrainingJobRequest,
 )
+from trainyard.seed_examples import INFERENCE_BODIES, QUICK_START, TRAINING_BODIES
 from trainyard.types import FailureKind, JobState
 from trainyard_api.app import create_app
 from trainyard_api.config import Settings
@@ -49,6 +53,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 API_DOC = REPO_ROOT / "docs" / "API.md"
 README = REPO_ROOT / "README.md"
 SEED_README = REPO_ROOT.parent / "shared" / "seed" / "README.md"
+TEST_API_SCRIPT = REPO_ROOT / "scripts" / "test_api.py"
 
 REJECTED_TAG = "<!-- curl: rejected -->"
 RESPONSE_TAG = re.compile(r"^<!--\s*response:\s*([A-Za-z]+)\s*-->$")
@@ -219,6 +224,32 @@ def test_curl_examples_are_found(name: str, path: Path, training: int, inference
     subs = [s for s in submissions(name, path.read_text(encoding="utf-8")) if not s.rejected]
     assert sum(s.endpoint == "training" for s in subs) >= training
     assert sum(s.endpoint == "inference" for s in subs) >= inference
+
+
+def test_the_seed_readme_bodies_are_trainyard_seed_examples() -> None:
+    """``trainyard.seed_examples`` holds the seed README's bodies, verbatim and in order."""
+    if not SEED_README.is_file():
+        pytest.skip(f"seed README not found at {SEED_README}")
+    subs = submissions("seed", SEED_README.read_text(encoding="utf-8"))
+    bodies = {kind: [json.loads(s.body or "") for s in subs if s.endpoint == kind]
+              for kind in ("training", "inference")}  # fmt: skip
+    assert bodies["training"] == list(TRAINING_BODIES.values())
+    assert bodies["inference"] == list(INFERENCE_BODIES.values())
+
+
+def test_scripts_test_api_sends_the_seed_examples() -> None:
+    """``scripts/test_api.py`` runs on a bare Python, so it keeps its own copy of the seed's
+    "API Examples" bodies: it must not drift from ``trainyard.seed_examples``."""
+    spec = importlib.util.spec_from_file_location("seed_test_api", TEST_API_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert [body for _, body, _ in script.TRAINING] == [
+        body for name, body in TRAINING_BODIES.items() if name not in QUICK_START
+    ]
+    assert [body for _, body in script.INFERENCE] == [
+        body for name, body in INFERENCE_BODIES.items() if name not in QUICK_START
+    ]
 
 
 # -- (2) response examples ---------------------------------------------------------------

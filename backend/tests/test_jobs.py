@@ -238,6 +238,21 @@ def test_list_filters(client: TestClient, queue: JobQueue) -> None:
     assert_error(client.get("/jobs?cursor=abc"), 422, "invalid_request", "cursor")
 
 
+def _page_through(client: TestClient, **params: Any) -> list[str]:
+    """The job ids of ``GET /jobs`` with ``params``, following ``next_cursor`` (20 pages at
+    most)."""
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(20):
+        page = client.get("/jobs", params={**params, "cursor": cursor} if cursor else params)
+        body = page.json()
+        seen.extend(j["job_id"] for j in body["jobs"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    return seen
+
+
 def test_list_pagination_over_120_jobs(client: TestClient, queue: JobQueue) -> None:
     created = []
     for i in range(120):
@@ -247,29 +262,9 @@ def test_list_pagination_over_120_jobs(client: TestClient, queue: JobQueue) -> N
             request={"n": i},
         )
         created.append(job_id)
-    seen: list[str] = []
-    cursor: str | None = None
-    for _ in range(20):
-        params: dict[str, Any] = {"limit": 25}
-        if cursor:
-            params["cursor"] = cursor
-        page = client.get("/jobs", params=params).json()
-        seen.extend(j["job_id"] for j in page["jobs"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    seen = _page_through(client, limit=25)
     assert seen == list(reversed(created))  # newest first, no duplicates, no gaps
 
     # Filtered pages too: the 40 inference jobs, 7 at a time.
-    seen = []
-    cursor = None
-    for _ in range(20):
-        params = {"limit": 7, "job_type": "inference"}
-        if cursor:
-            params["cursor"] = cursor
-        page = client.get("/jobs", params=params).json()
-        seen.extend(j["job_id"] for j in page["jobs"])
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    seen = _page_through(client, limit=7, job_type="inference")
     assert seen == [j for i, j in reversed(list(enumerate(created))) if i % 3 == 0]

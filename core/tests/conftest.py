@@ -1,5 +1,6 @@
-"""Every test talks to a real Redis-protocol server: an embedded Valkey started for the
-session on a free port (never the machine's shared Redis), flushed between tests."""
+"""Core tests run against an embedded Valkey of their own (``trainyard.testing`` gives the
+``server``, ``redis_client`` and ``queue`` fixtures); the engine tests also check the
+index invariant after each test."""
 
 from __future__ import annotations
 
@@ -8,30 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis import Redis
+from queue_checks import assert_index_invariants
 
-from trainyard.connection import connect
-from trainyard.embedded import EmbeddedServer
 from trainyard.engine import JobQueue
 
-
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
-    with EmbeddedServer(tmp_path_factory.mktemp("valkey")) as srv:
-        yield srv
+pytest_plugins = ["trainyard.testing"]
 
 
 @pytest.fixture
-def redis_client(server: EmbeddedServer) -> Iterator[Redis]:
-    client = connect(server.url)
-    client.flushall()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def queue(redis_client: Redis) -> JobQueue:
-    return JobQueue(redis_client)
+def index_invariant(queue: JobQueue) -> Iterator[None]:
+    """After the test, every job is in exactly the indexes its state calls for (a module
+    opts in with ``pytestmark = pytest.mark.usefixtures("index_invariant")``)."""
+    yield
+    assert_index_invariants(queue)
 
 
 @pytest.fixture

@@ -1,15 +1,15 @@
 """Helpers shared by the engine tests: the index invariant, a job snapshot for "nothing
-changed" checks, and bounded waits on the server's clock (never bare sleeps)."""
+changed" checks, and bounded waits on the server's clock (never bare sleeps; ``wait_for``
+is ``trainyard.testing``'s, re-exported)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
 
 from trainyard.engine import Claim, JobQueue
+from trainyard.testing import wait_for
 from trainyard.types import JobState, JobType, Priority
 
 __all__ = [
@@ -40,19 +40,14 @@ def enqueue_simple(
     return job_id
 
 
-def wait_for(
-    condition: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.005)
-
-
 def wait_past_server_time(queue: JobQueue, when_ms: int, timeout_s: float = 5.0) -> None:
     """Poll the server's clock (the one the scripts use) until it is past ``when_ms``."""
-    wait_for(lambda: queue.server_time_ms() > when_ms, timeout_s, f"server time > {when_ms}")
+    wait_for(
+        lambda: queue.server_time_ms() > when_ms,
+        timeout_s,
+        f"server time > {when_ms}",
+        interval_s=0.005,
+    )
 
 
 def wait_for_lease_expiry(queue: JobQueue, claim: Claim) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from api_replies import status_reply
 
 from trainyard import cli, cli_render
 from trainyard.cli import build_parser, main, parse_key_value
@@ -21,15 +22,7 @@ URL = "http://api.test"
 
 
 def _status(job_id: str = "j1", state: str = "queued", **extra: Any) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "status": state,
-        "job_type": "training",
-        "runtime": "sklearn",
-        "attempt": 1,
-        "max_attempts": 3,
-        **extra,
-    }
+    return status_reply(job_id, state, **{"attempt": 1, "max_attempts": 3, **extra})
 
 
 def _error(status: int, message: str, field: str = "") -> httpx.Response:

@@ -9,20 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from api_replies import status_reply as _status
 
 from trainyard.client import Client, JobFailed, TrainyardError
 
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-def _status(job_id: str = "j1", state: str = "queued", **extra: Any) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "status": state,
-        "job_type": "training",
-        "runtime": "sklearn",
-        **extra,
-    }
 
 
 def _client(handler: Handler, **kwargs: Any) -> Client:

@@ -5,7 +5,6 @@ invariant is checked (see ``queue_checks.assert_index_invariants``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from queue_checks import (
@@ -21,10 +20,7 @@ from trainyard.types import JobType, Priority
 LEASE_MS = 30_000
 
 
-@pytest.fixture(autouse=True)
-def _index_invariant_holds_after_each_test(queue: JobQueue) -> Iterator[None]:
-    yield
-    assert_index_invariants(queue)
+pytestmark = pytest.mark.usefixtures("index_invariant")
 
 
 def _claim(queue: JobQueue, runtimes: tuple[str, ...] = ("sklearn",), lease_ms: int = LEASE_MS):

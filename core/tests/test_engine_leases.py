@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,10 +23,7 @@ SHORT_LEASE_MS = 50
 LONG_LEASE_MS = 30_000
 
 
-@pytest.fixture(autouse=True)
-def _index_invariant_holds_after_each_test(queue: JobQueue) -> Iterator[None]:
-    yield
-    assert_index_invariants(queue)
+pytestmark = pytest.mark.usefixtures("index_invariant")
 
 
 def test_reap_requeues_an_expired_lease_at_its_old_place_with_the_attempt_counted(

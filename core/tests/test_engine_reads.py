@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from queue_checks import (
@@ -21,10 +20,7 @@ from trainyard.types import JobType, Priority
 LEASE_MS = 30_000
 
 
-@pytest.fixture(autouse=True)
-def _index_invariant_holds_after_each_test(queue: JobQueue) -> Iterator[None]:
-    yield
-    assert_index_invariants(queue)
+pytestmark = pytest.mark.usefixtures("index_invariant")
 
 
 def _mixed_jobs(queue: JobQueue, count: int) -> list[dict[str, str]]:

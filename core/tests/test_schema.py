@@ -9,93 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from trainyard.schema import InferenceJobRequest, TrainingJobRequest, job_from_hash
+from trainyard.seed_examples import INFERENCE_BODIES, TRAINING_BODIES
 from trainyard.types import JobState, Priority
 
-# Copied verbatim from the seed README (quick start and "API Examples").
-SEED_TRAINING_BODIES: list[dict[str, Any]] = [
-    {
-        "model_type": "bert",
-        "data_path": "/data/sentiment_analysis.csv",
-        "hyperparameters": {"epochs": 5, "learning_rate": 0.001, "batch_size": 16},
-        "description": "BERT sentiment analysis training",
-        "requires_gpu": False,
-    },
-    {
-        "model_type": "bert",
-        "data_path": "/data/sentiment_analysis.csv",
-        "hyperparameters": {
-            "epochs": 5,
-            "learning_rate": 0.0001,
-            "batch_size": 16,
-            "max_length": 512,
-        },
-        "description": "Fine-tune BERT for sentiment analysis",
-        "requires_gpu": False,
-        "framework_override": "pytorch-2.1",
-    },
-    {
-        "model_type": "resnet",
-        "data_path": "/data/image_classification",
-        "hyperparameters": {
-            "epochs": 10,
-            "learning_rate": 0.001,
-            "batch_size": 32,
-            "num_classes": 1000,
-        },
-        "description": "Train ResNet-50 for image classification",
-        "requires_gpu": True,
-        "framework_override": "pytorch-2.0-gpu",
-    },
-    {
-        "model_type": "inception",
-        "data_path": "/data/cifar10",
-        "hyperparameters": {
-            "epochs": 20,
-            "learning_rate": 0.01,
-            "batch_size": 64,
-            "dropout_rate": 0.2,
-        },
-        "description": "Train Inception v3 on CIFAR-10",
-        "requires_gpu": False,
-        "framework_override": "tensorflow",
-    },
-    {
-        "model_type": "random_forest",
-        "data_path": "/data/tabular_data.csv",
-        "hyperparameters": {
-            "n_estimators": 100,
-            "max_depth": 10,
-            "min_samples_split": 5,
-            "random_state": 42,
-        },
-        "description": "Train Random Forest for classification",
-        "requires_gpu": False,
-        "framework_override": "sklearn",
-    },
-]
-
-SEED_INFERENCE_BODIES: list[dict[str, Any]] = [
-    {
-        "model_id": "model_123",
-        "input_data": "This is a great product!",
-        "parameters": {"temperature": 0.7, "max_length": 100},
-    },
-    {
-        "model_id": "bert_model_123",
-        "input_data": "This is a great product!",
-        "parameters": {"temperature": 0.7, "max_length": 100},
-    },
-    {
-        "model_id": "resnet_model_456",
-        "input_data": "/path/to/image.jpg",
-        "parameters": {"top_k": 5, "confidence_threshold": 0.8},
-    },
-    {
-        "model_id": "random_forest_model_789",
-        "input_data": "feature1,feature2,feature3,feature4",
-        "parameters": {"probability": True},
-    },
-]
+# The seed README's bodies, verbatim (quick start and "API Examples").
+SEED_TRAINING_BODIES: list[dict[str, Any]] = list(TRAINING_BODIES.values())
+SEED_INFERENCE_BODIES: list[dict[str, Any]] = list(INFERENCE_BODIES.values())
 
 
 def _error_fields(caught: pytest.ExceptionInfo[ValidationError]) -> set[str]:

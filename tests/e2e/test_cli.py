@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from conftest import System
+from trainyard.seed_examples import TRAINING_BODIES
 
-SEED_HP = ["n_estimators=100", "max_depth=10", "min_samples_split=5", "random_state=42"]
+SEED_RANDOM_FOREST = TRAINING_BODIES["random_forest"]
 
 
 def trainyard(system: System, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -43,20 +44,21 @@ def as_json(done: subprocess.CompletedProcess[str]) -> Any:
 def trained(system: System) -> dict[str, Any]:
     """The seed's random forest, submitted with ``--wait``; its final status."""
     model_name = f"rf_cli_{uuid.uuid4().hex[:8]}"
-    hp = [arg for pair in SEED_HP for arg in ("--hp", pair)]
+    seed = SEED_RANDOM_FOREST
+    hp = [arg for k, v in seed["hyperparameters"].items() for arg in ("--hp", f"{k}={v}")]
     done = trainyard(
         system,
         "submit",
         "training",
         "--model-type",
-        "random_forest",
+        seed["model_type"],
         "--data-path",
-        "/data/tabular_data.csv",
+        seed["data_path"],
         *hp,
         "--framework-override",
-        "sklearn",
+        seed["framework_override"],
         "--description",
-        "Train Random Forest for classification",
+        seed["description"],
         "--model-name",
         model_name,
         "--wait",
@@ -74,24 +76,10 @@ def test_submit_training_wait_succeeds_with_a_model(trained: dict[str, Any]) -> 
 
 
 def test_submit_inference_wait_gives_a_prediction(system: System, trained: dict[str, Any]) -> None:
-    done = trainyard(
-        system,
-        "submit",
-        "inference",
-        "--model-id",
-        trained["model_id"],
-        "--input",
-        "5.1,3.5,1.4,0.2",
-        "--param",
-        "probability=true",
-        "--wait",
-    )
-    assert done.returncode == 0, (done.stdout, done.stderr)
-    assert "succeeded" in done.stdout and "prediction:" in done.stdout
-    final = as_json(
-        trainyard(
+    def predict(*flags: str) -> subprocess.CompletedProcess[str]:
+        return trainyard(
             system,
-            "--json",
+            *flags,
             "submit",
             "inference",
             "--model-id",
@@ -102,7 +90,11 @@ def test_submit_inference_wait_gives_a_prediction(system: System, trained: dict[
             "probability=true",
             "--wait",
         )
-    )
+
+    done = predict()
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "succeeded" in done.stdout and "prediction:" in done.stdout
+    final = as_json(predict("--json"))
     result = final["result"]
     assert final["status"] == "succeeded" and result["prediction"] in result["probabilities"]
 

@@ -7,25 +7,10 @@ import sys
 from typing import Any
 
 from conftest import REPO_ROOT, System, wait_for
+from trainyard.seed_examples import INFERENCE_BODIES, TRAINING_BODIES
 
-SEED_RANDOM_FOREST = {
-    "model_type": "random_forest",
-    "data_path": "/data/tabular_data.csv",
-    "hyperparameters": {
-        "n_estimators": 100,
-        "max_depth": 10,
-        "min_samples_split": 5,
-        "random_state": 42,
-    },
-    "description": "Train Random Forest for classification",
-    "requires_gpu": False,
-    "framework_override": "sklearn",
-}
-SEED_TABULAR_INFERENCE = {
-    "model_id": "random_forest_model_789",
-    "input_data": "feature1,feature2,feature3,feature4",
-    "parameters": {"probability": True},
-}
+SEED_RANDOM_FOREST = TRAINING_BODIES["random_forest"]
+SEED_TABULAR_INFERENCE = INFERENCE_BODIES["tabular"]
 TERMINAL = {"succeeded", "failed", "cancelled", "dead"}
 
 

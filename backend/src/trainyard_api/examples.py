@@ -1,120 +1,35 @@
-"""The seed README's request bodies, verbatim, as OpenAPI examples (the tests check that
-each one validates and is accepted)."""
+"""The seed README's request bodies (``trainyard.seed_examples``, verbatim) as OpenAPI
+examples (the tests check that each one validates and is accepted)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from trainyard.seed_examples import INFERENCE_BODIES, TRAINING_BODIES
+
 __all__ = ["INFERENCE_EXAMPLES", "TRAINING_EXAMPLES"]
 
+TRAINING_SUMMARIES = {
+    "bert_quickstart": "BERT sentiment analysis (quick start)",
+    "bert": "PyTorch BERT model (CPU)",
+    "resnet": "PyTorch ResNet model (GPU)",
+    "inception": "TensorFlow Inception model",
+    "random_forest": "Scikit-learn random forest",
+}
+
+INFERENCE_SUMMARIES = {
+    "quickstart": "Quick start",
+    "text": "Text classification",
+    "image": "Image classification",
+    "tabular": "Tabular data prediction",
+}
+
 TRAINING_EXAMPLES: dict[str, dict[str, Any]] = {
-    "bert_quickstart": {
-        "summary": "BERT sentiment analysis (quick start)",
-        "value": {
-            "model_type": "bert",
-            "data_path": "/data/sentiment_analysis.csv",
-            "hyperparameters": {"epochs": 5, "learning_rate": 0.001, "batch_size": 16},
-            "description": "BERT sentiment analysis training",
-            "requires_gpu": False,
-        },
-    },
-    "bert": {
-        "summary": "PyTorch BERT model (CPU)",
-        "value": {
-            "model_type": "bert",
-            "data_path": "/data/sentiment_analysis.csv",
-            "hyperparameters": {
-                "epochs": 5,
-                "learning_rate": 0.0001,
-                "batch_size": 16,
-                "max_length": 512,
-            },
-            "description": "Fine-tune BERT for sentiment analysis",
-            "requires_gpu": False,
-            "framework_override": "pytorch-2.1",
-        },
-    },
-    "resnet": {
-        "summary": "PyTorch ResNet model (GPU)",
-        "value": {
-            "model_type": "resnet",
-            "data_path": "/data/image_classification",
-            "hyperparameters": {
-                "epochs": 10,
-                "learning_rate": 0.001,
-                "batch_size": 32,
-                "num_classes": 1000,
-            },
-            "description": "Train ResNet-50 for image classification",
-            "requires_gpu": True,
-            "framework_override": "pytorch-2.0-gpu",
-        },
-    },
-    "inception": {
-        "summary": "TensorFlow Inception model",
-        "value": {
-            "model_type": "inception",
-            "data_path": "/data/cifar10",
-            "hyperparameters": {
-                "epochs": 20,
-                "learning_rate": 0.01,
-                "batch_size": 64,
-                "dropout_rate": 0.2,
-            },
-            "description": "Train Inception v3 on CIFAR-10",
-            "requires_gpu": False,
-            "framework_override": "tensorflow",
-        },
-    },
-    "random_forest": {
-        "summary": "Scikit-learn random forest",
-        "value": {
-            "model_type": "random_forest",
-            "data_path": "/data/tabular_data.csv",
-            "hyperparameters": {
-                "n_estimators": 100,
-                "max_depth": 10,
-                "min_samples_split": 5,
-                "random_state": 42,
-            },
-            "description": "Train Random Forest for classification",
-            "requires_gpu": False,
-            "framework_override": "sklearn",
-        },
-    },
+    name: {"summary": TRAINING_SUMMARIES[name], "value": body}
+    for name, body in TRAINING_BODIES.items()
 }
 
 INFERENCE_EXAMPLES: dict[str, dict[str, Any]] = {
-    "quickstart": {
-        "summary": "Quick start",
-        "value": {
-            "model_id": "model_123",
-            "input_data": "This is a great product!",
-            "parameters": {"temperature": 0.7, "max_length": 100},
-        },
-    },
-    "text": {
-        "summary": "Text classification",
-        "value": {
-            "model_id": "bert_model_123",
-            "input_data": "This is a great product!",
-            "parameters": {"temperature": 0.7, "max_length": 100},
-        },
-    },
-    "image": {
-        "summary": "Image classification",
-        "value": {
-            "model_id": "resnet_model_456",
-            "input_data": "/path/to/image.jpg",
-            "parameters": {"top_k": 5, "confidence_threshold": 0.8},
-        },
-    },
-    "tabular": {
-        "summary": "Tabular data prediction",
-        "value": {
-            "model_id": "random_forest_model_789",
-            "input_data": "feature1,feature2,feature3,feature4",
-            "parameters": {"probability": True},
-        },
-    },
+    name: {"summary": INFERENCE_SUMMARIES[name], "value": body}
+    for name, body in INFERENCE_BODIES.items()
 }
