@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from trainyard.connection import connect
 from trainyard.datapaths import DataPathError, resolve_data_path
 from trainyard.engine import JobQueue
@@ -43,7 +45,14 @@ class QueueTrainContext:
 
     def progress(self, **fields: Any) -> None:
         data = {k: v for k, v in fields.items() if v is not None}
-        if not self._queue.report(self._job_id, self._attempt_id, "progress", data):
+        try:
+            held = self._queue.report(self._job_id, self._attempt_id, "progress", data)
+        except redis.RedisError as exc:
+            # Progress is best effort: a Redis outage must not crash the training. The
+            # supervisor's lease decides whether this attempt still owns the job.
+            print(f"progress not recorded (queue unavailable: {exc})", file=sys.stderr)
+            return
+        if not held:
             # This attempt no longer holds the job: stop working on it.
             raise SystemExit("this attempt lost its job (cancelled, timed out or reaped)")
 
