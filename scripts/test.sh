@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the whole test suite: lint and types, then the core (queue engine), backend (API),
-# ai-worker (supervisor, runtimes) and end-to-end suites, each in its own environment,
-# all against real Redis-protocol servers they start themselves.
+# ai-worker (supervisor, runtimes), end-to-end and deployment-file suites, each in its own
+# environment, all against real Redis-protocol servers they start themselves (the deploy
+# suite needs none: it checks the Dockerfiles, compose, systemd and k8s files statically).
 #
 #   ./scripts/test.sh              # everything
-#   ./scripts/test.sh core e2e     # some suites (lint core backend worker e2e)
+#   ./scripts/test.sh core e2e     # some suites (lint core backend worker e2e deploy)
 set -uo pipefail
 source "$(dirname "$0")/lib/envs.sh"
 ensure_uv
@@ -15,7 +16,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(lint core backend worker e2e)
+[ ${#suites[@]} -eq 0 ] && suites=(lint core backend worker e2e deploy)
 
 echo "== preparing environments under $TRAINYARD_ENV_ROOT"
 CORE_ENV=$(sync_env core) || exit 1
@@ -55,7 +56,8 @@ for suite in "${suites[@]}"; do
     backend) run_pytest backend "$BACKEND_ENV" backend tests ;;
     worker) run_pytest worker "$WORKER_ENV" ai-worker tests ;;
     e2e) run_pytest e2e "$BACKEND_ENV" tests e2e ;;
-    *) echo "unknown suite: $suite (lint core backend worker e2e)" >&2; exit 2 ;;
+    deploy) run_pytest deploy "$BACKEND_ENV" tests deploy ;;
+    *) echo "unknown suite: $suite (lint core backend worker e2e deploy)" >&2; exit 2 ;;
   esac
 done
 

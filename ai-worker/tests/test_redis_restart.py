@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import WorkerFarm, submit, training_request, wait_terminal
 
+from conftest import WorkerFarm, submit, training_request, wait_terminal
 from trainyard.connection import connect
 from trainyard.embedded import EmbeddedServer
 from trainyard.engine import JobQueue

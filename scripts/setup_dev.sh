@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The seed's "Traditional Server" setup: everything the systemd services ai-backend and
+# ai-worker need, on this machine, from this clone. Safe to run again (idempotent).
+#
+#   ./scripts/setup_dev.sh           # as your user: environments + sample data; then prints
+#                                    # the root steps (or run it with sudo to do them too)
+#   sudo ./scripts/setup_dev.sh      # also /etc/trainyard/trainyard.env and the units
+#   sudo systemctl start redis-server ai-backend ai-worker
+#
+#   WORKER_EXTRA=sklearn             # the ai-worker extra to install (only sklearn exists today)
+#   TRAINYARD_USER=name              # who the services run as (default: the clone's owner)
+#   ./scripts/setup_dev.sh --render-units DIR [REPO]   # only write the rendered units to DIR
+#
+# What it does:
+#   1. installs uv if missing (scripts/lib/envs.sh: ensure_uv)
+#   2. backend/.venv:   uv sync --frozen                        (in backend/)
+#      ai-worker/.venv: uv sync --frozen --extra $WORKER_EXTRA  (in ai-worker/)
+#   3. the sample data in ./data (python -m trainyard.sample_data; writes only what is missing)
+#   4. as root: /etc/trainyard/trainyard.env from deploy/trainyard.env.example, if missing
+#   5. as root with systemd: /etc/systemd/system/ai-backend.service and ai-worker.service
+#      from deploy/systemd/ (@REPO@, @USER@, @GROUP@ filled in), then daemon-reload
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/envs.sh"   # REPO_ROOT, ensure_uv, check_disk
+export UV_PYTHON_DOWNLOADS=never
+
+WORKER_EXTRA="${WORKER_EXTRA:-sklearn}"
+ENV_DIR=/etc/trainyard
+ENV_FILE=$ENV_DIR/trainyard.env
+UNIT_DIR=/etc/systemd/system
+UNITS=(ai-backend ai-worker)
+
+say() { echo "setup_dev: $*"; }
+
+# render_unit NAME REPO USER GROUP: the unit text with its placeholders filled in.
+render_unit() {
+  sed -e "s|@REPO@|$2|g" -e "s|@USER@|$3|g" -e "s|@GROUP@|$4|g" \
+      "$REPO_ROOT/deploy/systemd/$1.service"
+}
+
+service_user() {
+  local user="${TRAINYARD_USER:-${SUDO_USER:-}}"
+  [ -n "$user" ] || user=$(stat -c %U "$REPO_ROOT")
+  echo "$user"
+}
+
+if [ "${1:-}" = "--render-units" ]; then
+  out=${2:?usage: setup_dev.sh --render-units DIR [REPO]}
+  repo=${3:-$REPO_ROOT}
+  user=$(service_user)
+  mkdir -p "$out"
+  for unit in "${UNITS[@]}"; do
+    render_unit "$unit" "$repo" "$user" "$(id -gn "$user")" >"$out/$unit.service"
+  done
+  exit 0
+fi
+
+user_steps() {
+  ensure_uv
+  check_disk 1024
+  # The services run the clone's own environments (.venv in each project), not the
+  # hashed ones under ~/.cache that run_local.sh and test.sh use.
+  unset UV_PROJECT_ENVIRONMENT VIRTUAL_ENV
+  say "syncing backend/.venv"
+  (cd "$REPO_ROOT/backend" && "$UV" sync --frozen --quiet)
+  say "syncing ai-worker/.venv (extra: $WORKER_EXTRA)"
+  (cd "$REPO_ROOT/ai-worker" && "$UV" sync --frozen --quiet --extra "$WORKER_EXTRA")
+  say "sample data in $REPO_ROOT/data"
+  "$REPO_ROOT/backend/.venv/bin/python" -m trainyard.sample_data --root "$REPO_ROOT/data"
+}
+
+if [ "${1:-}" = "--user-steps" ]; then
+  WORKER_EXTRA="${2:-$WORKER_EXTRA}"
+  user_steps
+  exit 0
+fi
+
+USER_NAME=$(service_user)
+GROUP_NAME=$(id -gn "$USER_NAME")
+
+# 1-3: as the clone's owner, so that .venv and data/ stay theirs under sudo too.
+if [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+  sudo -u "$SUDO_USER" -H "$REPO_ROOT/scripts/setup_dev.sh" --user-steps "$WORKER_EXTRA"
+else
+  user_steps
+fi
+
+with_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  say "not root: these steps need root; run 'sudo $0' to do them, or by hand:"
+  echo "  sudo install -d -m 0755 $ENV_DIR"
+  echo "  [ -e $ENV_FILE ] || sed 's|@REPO@|$REPO_ROOT|g' $REPO_ROOT/deploy/trainyard.env.example | sudo install -m 0640 -g $GROUP_NAME /dev/stdin $ENV_FILE"
+  for unit in "${UNITS[@]}"; do
+    echo "  sed -e 's|@REPO@|$REPO_ROOT|g' -e 's|@USER@|$USER_NAME|g' -e 's|@GROUP@|$GROUP_NAME|g' $REPO_ROOT/deploy/systemd/$unit.service | sudo install -m 0644 /dev/stdin $UNIT_DIR/$unit.service"
+  done
+  echo "  sudo systemctl daemon-reload"
+  echo "  sudo systemctl start redis-server ai-backend ai-worker"
+  exit 0
+fi
+
+# 4: the environment file, only if missing (it is the operator's from then on).
+install -d -m 0755 "$ENV_DIR"
+if [ -e "$ENV_FILE" ]; then
+  say "$ENV_FILE exists: kept"
+else
+  sed "s|@REPO@|$REPO_ROOT|g" "$REPO_ROOT/deploy/trainyard.env.example" >"$ENV_FILE.tmp"
+  chown "root:$GROUP_NAME" "$ENV_FILE.tmp"
+  chmod 0640 "$ENV_FILE.tmp"
+  mv "$ENV_FILE.tmp" "$ENV_FILE"
+  say "wrote $ENV_FILE (edit REDIS_URL and the rest there)"
+fi
+
+# 5: the units.
+if [ "$USER_NAME" = root ]; then
+  say "warning: the services will run as root; set TRAINYARD_USER to a dedicated user"
+fi
+if ! with_systemd; then
+  say "no running systemd here: would install ${UNITS[*]/%/.service} into $UNIT_DIR as:"
+  for unit in "${UNITS[@]}"; do
+    echo "---- $UNIT_DIR/$unit.service"
+    render_unit "$unit" "$REPO_ROOT" "$USER_NAME" "$GROUP_NAME"
+  done
+  exit 0
+fi
+changed=0
+for unit in "${UNITS[@]}"; do
+  target="$UNIT_DIR/$unit.service"
+  if render_unit "$unit" "$REPO_ROOT" "$USER_NAME" "$GROUP_NAME" | cmp -s - "$target"; then
+    say "$target up to date"
+  else
+    render_unit "$unit" "$REPO_ROOT" "$USER_NAME" "$GROUP_NAME" >"$target.tmp"
+    chmod 0644 "$target.tmp"
+    mv "$target.tmp" "$target"
+    changed=1
+    say "installed $target (runs as $USER_NAME)"
+  fi
+done
+[ "$changed" -eq 1 ] && systemctl daemon-reload
+say "done. Start with: systemctl start redis-server ai-backend ai-worker"
+say "start at boot:   systemctl enable redis-server ai-backend ai-worker"
