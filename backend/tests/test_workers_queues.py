@@ -88,5 +88,9 @@ def test_metrics(client: TestClient, queue: JobQueue) -> None:
     assert 'trainyard_queue_depth{runtime="sklearn",priority="normal"} 1' in text
     assert 'trainyard_queue_depth{runtime="tensorflow",priority="high"} 0' in text
     assert 'trainyard_jobs{state="queued"} 1' in text
+    assert 'trainyard_running_jobs{runtime="sklearn"} 0' in text
+    claim = queue.claim("w2", ["sklearn"], 30_000)
+    assert claim is not None
+    assert 'trainyard_running_jobs{runtime="sklearn"} 1' in client.get("/metrics").text
     assert 'trainyard_live_workers{runtime="tensorflow"} 1' in text
     assert 'trainyard_live_workers{runtime="sklearn"} 0' in text

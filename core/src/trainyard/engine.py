@@ -345,6 +345,15 @@ class JobQueue:
             }
         return depths
 
+    def running_by_runtime(self) -> dict[str, int]:
+        """Running jobs per runtime (the intersection of two listing indexes)."""
+        pipe = self._r.pipeline(transaction=False)
+        names = list(RUNTIMES)
+        running = self.keys.index_state(JobState.RUNNING)
+        for name in names:
+            pipe.zintercard(2, [running, self.keys.index_runtime(name)])
+        return dict(zip(names, pipe.execute(), strict=True))
+
     def count_by_state(self) -> dict[str, int]:
         pipe = self._r.pipeline(transaction=False)
         for s in JobState:

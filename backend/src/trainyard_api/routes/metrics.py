@@ -1,4 +1,4 @@
-"""Prometheus metrics, in the text exposition format (written by hand: three gauge
+"""Prometheus metrics, in the text exposition format (written by hand: four gauge
 families do not need a client library and its global registry)."""
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def _family(name: str, help_text: str, samples: list[tuple[dict[str, str], int]]
 def metrics(queue: QueueDep, settings: SettingsDep) -> PlainTextResponse:
     try:
         depths = queue.queue_depths()
+        running = queue.running_by_runtime()
         states = queue.count_by_state()
         live = Counter(
             w.get("runtime", "") for w in queue.live_workers(int(settings.worker_ttl_s * 1000))
@@ -57,6 +58,11 @@ def metrics(queue: QueueDep, settings: SettingsDep) -> PlainTextResponse:
     lines = [
         *_family(
             "trainyard_queue_depth", "Jobs waiting in a runtime's ready queue.", depth_samples
+        ),
+        *_family(
+            "trainyard_running_jobs",
+            "Jobs a worker of the runtime is running now (scale-in must not drop these).",
+            [({"runtime": rt}, n) for rt, n in running.items()],
         ),
         *_family(
             "trainyard_jobs",
