@@ -195,3 +195,21 @@ def test_docs_page(client: TestClient) -> None:
     resp = client.get("/docs")
     assert resp.status_code == 200
     assert "swagger" in resp.text.lower()
+
+
+def test_a_full_redis_is_503_not_500(client: TestClient, queue: JobQueue) -> None:
+    # noeviction: a server at its memory limit refuses writes; that is an outage to report.
+    queue.redis.config_set("maxmemory", "1")
+    try:
+        resp = client.post(
+            "/jobs/training",
+            json={
+                "model_type": "random_forest",
+                "data_path": "/data/tabular_data.csv",
+                "framework_override": "sklearn",
+            },
+        )
+    finally:
+        queue.redis.config_set("maxmemory", "0")
+    assert_error(resp, 503, "unavailable", "redis")
+    assert "maxmemory" in resp.json()["error"]["message"]

@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
+from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -182,7 +184,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
-    # Redis unreachable is an outage, not a bug: say so with 503 rather than a 500.
+    # Redis unreachable, full (noeviction refuses writes) or a read-only replica after a
+    # failover is an outage, not a bug: say so with 503 rather than a 500.
     log.warning("redis unavailable: %s", exc)
     return _respond(503, f"the queue (Redis) is unavailable: {exc}", [("redis", str(exc))])
 
@@ -193,3 +196,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RedisConnectionError, _redis_down)
     app.add_exception_handler(RedisTimeoutError, _redis_down)
+    app.add_exception_handler(RedisOutOfMemoryError, _redis_down)
+    app.add_exception_handler(RedisReadOnlyError, _redis_down)
