@@ -99,7 +99,7 @@ def test_inference_wait_returns_the_result(client: TestClient, queue: JobQueue) 
                     claim.job_id, claim.attempt_id, "succeeded", result={"predictions": ["a"]}
                 )
                 return
-            time.sleep(0.05)
+            queue.wait_for_work(["sklearn"], 1.0)  # blocks until the submission wakes it
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
