@@ -138,3 +138,19 @@ def test_worker_refuses_a_runtime_it_cannot_serve() -> None:
     )
     assert proc.returncode == 2
     assert "uv sync --extra pytorch_2_1" in proc.stderr
+
+
+def test_the_worker_record_shows_its_job_as_it_starts_and_ends(
+    queue: JobQueue, farm: WorkerFarm
+) -> None:
+    # A heartbeat far slower than the test: only an immediate publish can pass it.
+    farm.start(HEARTBEAT_S="30", WORKER_TTL_S="120", LEASE_S="100", RENEW_EVERY_S="30")
+    wait_for(lambda: queue.live_workers(120_000), 30, "the worker to register")
+    job_id = submit(queue, training_request(hyperparameters=SLOW))
+    _running_child(queue, job_id)
+    (worker,) = queue.live_workers(120_000)
+    assert worker["state"] == "busy" and worker["current_job"] == job_id
+    queue.cancel(job_id)
+    # Renewals every 30 s: only the cancel-flag read between them ends it this soon.
+    assert wait_terminal(queue, job_id, 10)["state"] == "cancelled"
+    wait_for(lambda: queue.live_workers(120_000)[0]["state"] == "idle", 5, "the worker to say idle")

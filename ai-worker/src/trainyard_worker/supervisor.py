@@ -183,7 +183,7 @@ class Supervisor:
         job = claim.job
         timeout = float(job["timeout_s"]) if job.get("timeout_s") else None
         attempt = Attempt(job=job, started=time.monotonic(), timeout_s=timeout)
-        self.state, self.current_job = "busy", attempt.job_id
+        self._set_state("busy", attempt.job_id)
         log.info(
             "job started",
             extra=self._ctx(job_id=attempt.job_id, attempt=attempt.number, job_type=job["type"]),
@@ -202,7 +202,13 @@ class Supervisor:
                 error_kind=FailureKind.INFRASTRUCTURE,
             )
         finally:
-            self.state, self.current_job = "idle", None
+            self._set_state("idle", None)
+
+    def _set_state(self, state: str, job_id: str | None) -> None:
+        """Record and publish at once, so GET /workers is not a heartbeat behind."""
+        self.state, self.current_job = state, job_id
+        with contextlib.suppress(redis.RedisError):
+            self._heartbeat()
 
     def _watch(
         self, attempt: Attempt, done: Callable[[], bool], kill: Callable[[], None]
@@ -210,9 +216,17 @@ class Supervisor:
         """Wait for ``done()``, renewing the lease; stop the work (``kill``) on a lost
         lease, a cancel, the run timeout or a shutdown. None: it finished by itself."""
         next_renew = time.monotonic() + self.settings.renew_every_s
+        next_cancel_check = time.monotonic() + self.settings.cancel_poll_s
         while not done():
             now = time.monotonic()
             verdict = None
+            if now >= next_cancel_check and now < next_renew:
+                # Between renewals (which also report the flag) a cheap read keeps a cancel
+                # from waiting a whole renewal interval.
+                next_cancel_check = now + self.settings.cancel_poll_s
+                with contextlib.suppress(redis.RedisError):
+                    if self.queue.cancel_requested(attempt.job_id):
+                        verdict = Verdict.CANCELLED
             if now >= next_renew:
                 next_renew = now + self.settings.renew_every_s
                 try:

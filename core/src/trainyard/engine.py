@@ -179,6 +179,10 @@ class JobQueue:
             return Renewal(held=True, cancel_requested=int(value) == 1)
         return Renewal(held=False, cancel_requested=False, state=str(value))
 
+    def cancel_requested(self, job_id: str) -> bool:
+        """A cheap read of the cancel flag, for supervisors that check between renewals."""
+        return bool(self._r.hget(self.keys.job(job_id), "cancel_requested") == "1")
+
     def report(self, job_id: str, attempt_id: str, kind: str, data: dict[str, Any]) -> bool:
         """Record a progress event or a log line; False if this attempt lost the job."""
         ok = self._scripts.report(
