@@ -9,13 +9,17 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 ensure_uv() {
   if command -v uv >/dev/null 2>&1; then UV=uv; return; fi
-  local tools="$TRAINYARD_ENV_ROOT/../tools"
-  if [ ! -x "$tools/bin/uv" ]; then
-    echo "uv not found: installing uv 0.13.8 into $tools" >&2
-    python3 -m venv "$tools"
-    "$tools/bin/pip" install --quiet "uv==0.13.8"
-  fi
+  local tools
+  tools="$(dirname "$TRAINYARD_ENV_ROOT")/tools"
   UV="$tools/bin/uv"
+  [ -x "$UV" ] && return
+  echo "uv not found: installing uv 0.13.8 into $tools" >&2
+  mkdir -p "$tools"
+  # pip's --target puts the uv binary in $tools/bin; it needs no venv module (Debian's
+  # python3 may lack ensurepip).
+  python3 -m pip install --quiet --disable-pip-version-check --target "$tools" "uv==0.13.8" \
+    || { echo "could not install uv: install it (https://docs.astral.sh/uv/) and rerun" >&2; exit 1; }
+  [ -x "$UV" ] || { echo "uv was installed but $UV is missing" >&2; exit 1; }
 }
 
 check_disk() { # free MiB needed
