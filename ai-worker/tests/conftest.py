@@ -107,8 +107,8 @@ def wait_terminal(queue: JobQueue, job_id: str, timeout_s: float = 60) -> dict[s
     )
 
 
-def child_pids(job_id: str) -> list[int]:
-    """Processes of this job's training child (found by its command line)."""
+def pids_matching(*needles: str) -> list[int]:
+    """Processes whose command line contains every needle."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -117,9 +117,14 @@ def child_pids(job_id: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "trainyard_worker.child" in cmdline and job_id in cmdline:
+        if all(needle in cmdline for needle in needles):
             pids.append(int(entry.name))
     return pids
+
+
+def child_pids(job_id: str) -> list[int]:
+    """Processes of this job's training child (found by its command line)."""
+    return pids_matching("trainyard_worker.child", job_id)
 
 
 def pid_alive(pid: int) -> bool:

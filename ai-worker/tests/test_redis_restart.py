@@ -47,3 +47,18 @@ def test_jobs_survive_a_server_restart_and_the_running_one_finishes(
         assert all(p.poll() is None for p in farm.procs)  # the worker rode it out
     finally:
         farm.stop_all()
+
+
+def test_a_worker_started_before_its_server_waits_for_it(tmp_path: Path) -> None:
+    late = EmbeddedServer(tmp_path / "valkey")  # a free port, nothing listening yet
+    farm = WorkerFarm(late, tmp_path)
+    try:
+        worker = farm.start()
+        with late:
+            queue = JobQueue(connect(late.url))
+            wait_for(lambda: queue.live_workers(60_000), 30, "the worker to register")
+            job_id = submit(queue, training_request())
+            assert wait_terminal(queue, job_id, 60)["state"] == "succeeded"
+            assert worker.poll() is None
+    finally:
+        farm.stop_all()

@@ -13,6 +13,7 @@ from conftest import (
     WorkerFarm,
     child_pids,
     pid_alive,
+    pids_matching,
     submit,
     training_request,
     wait_for,
@@ -154,3 +155,23 @@ def test_the_worker_record_shows_its_job_as_it_starts_and_ends(
     # Renewals every 30 s: only the cancel-flag read between them ends it this soon.
     assert wait_terminal(queue, job_id, 10)["state"] == "cancelled"
     wait_for(lambda: queue.live_workers(120_000)[0]["state"] == "idle", 5, "the worker to say idle")
+
+
+def test_a_dead_inference_process_is_replaced_and_serving_goes_on(
+    queue: JobQueue, farm: WorkerFarm
+) -> None:
+    worker = farm.start()
+    trained = wait_terminal(queue, submit(queue, training_request(model_name="rf_host")))
+    assert trained["state"] == "succeeded", trained.get("error")
+    request = {"model_id": "rf_host", "input_data": "1,2,3,4"}
+    first = wait_terminal(queue, submit(queue, request, JobType.INFERENCE))
+    assert first["state"] == "succeeded", first.get("error")
+
+    (host,) = pids_matching("trainyard_worker.inference_host", str(worker.pid))
+    os.kill(host, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(host), 10, "the inference process to die")
+
+    second = wait_terminal(queue, submit(queue, request, JobType.INFERENCE))
+    assert second["state"] == "succeeded", second.get("error")
+    assert second["attempt"] == "1"  # a new process served it; nothing was retried
+    assert worker.poll() is None

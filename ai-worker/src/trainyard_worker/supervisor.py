@@ -109,8 +109,8 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
-        self.started_at_ms = self._beat_queue.server_time_ms()
-        self._heartbeat()
+        if not self._register():
+            return 0  # stopped before Redis ever answered
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         log.info(
@@ -139,6 +139,23 @@ class Supervisor:
                 self._beat_queue.unregister_worker(self.settings.worker_id)
             log.info("worker stopped", extra=self._ctx())
         return 0
+
+    def _register(self) -> bool:
+        """First registration. Redis may not be up yet (a host or a compose stack starting
+        in any order): wait for it, saying so, until it answers or the worker is stopped."""
+        warned = 0.0
+        while not self._stop.is_set():
+            try:
+                self.started_at_ms = self._beat_queue.server_time_ms()
+                self._heartbeat()
+                return True
+            except redis.RedisError as exc:
+                if time.monotonic() - warned > 10:
+                    warned = time.monotonic()
+                    # Not the URL: it may carry a password.
+                    log.warning("waiting for the queue (Redis): %s", exc, extra=self._ctx())
+                self._stop.wait(1.0)
+        return False
 
     def _heartbeat(self) -> None:
         fields = {
