@@ -211,3 +211,18 @@ def test_cancel_logs_and_the_listing_endpoints() -> None:
         assert ty.workers() == [{"worker_id": "w1"}]
         assert ty.queues() == {"queues": []}
         assert ty.health() == {"status": "ok"}
+
+
+def test_following_gives_up_on_a_backend_that_stays_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("trainyard.client.MAX_RECONNECTS", 3)
+    attempts: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.url.path)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with _client(handler) as ty, pytest.raises(httpx.ConnectError):
+        list(ty.job("abc").events(timeout=60))
+    assert attempts == ["/jobs/abc/events"] * 3

@@ -82,6 +82,10 @@ class JobFailed(Exception):
         )
 
 
+# Reconnection attempts (0.5 s apart) before a follow gives up on an unreachable backend.
+MAX_RECONNECTS = 20
+
+
 class JobHandle:
     """A submitted job. Cheap to create: it holds only the id and the client."""
 
@@ -117,12 +121,14 @@ class JobHandle:
         connection drops; raises :class:`TimeoutError` after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         last = after
+        refused = 0  # connection failures in a row: a backend that is gone, not a blip
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"job {self.id} did not end within {timeout}s")
             try:
                 for event in self._client._sse(f"/jobs/{self.id}/events", last, remaining):
+                    refused = 0
                     last = event["id"] or last
                     yield event
                     if event["kind"] == "state" and event["data"].get("state") in TERMINAL:
@@ -131,6 +137,12 @@ class JobHandle:
                         raise TimeoutError(f"job {self.id} did not end within {timeout}s")
             except httpx.TimeoutException:
                 continue  # the loop head decides: out of time, or read again
+            except httpx.ConnectError:
+                refused += 1
+                if refused >= MAX_RECONNECTS:
+                    raise
+                time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
+                continue
             except httpx.TransportError:
                 time.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
                 continue
