@@ -15,9 +15,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from .config import WorkerSettings
 from .inference import InferenceHost
 from .processes import LineForwarder, describe_exit, kill_group, spawn_group
 from .runtime_check import RuntimeReport
+from .training import TrainingPaths, model_record
 
 __all__ = ["Supervisor", "Verdict"]
 
@@ -328,13 +328,14 @@ class Supervisor:
 
     def _run_training(self, attempt: Attempt) -> None:
         request = json.loads(attempt.job["request"])
-        model_id = request.get("model_name") or f"{request['model_type']}_{attempt.job_id[:12]}"
-        relative = Path(model_id) / f"{attempt.job_id}-{attempt.number}"
-        out_dir = self.settings.model_store / relative
-        work = self.settings.work_dir / f"{attempt.job_id}-{attempt.number}"
-        for folder in (out_dir, work):
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
+        paths = TrainingPaths.for_attempt(
+            self.settings.model_store,
+            self.settings.work_dir,
+            request,
+            attempt.job_id,
+            attempt.number,
+        )
+        paths.create()
         spec = {
             "job_id": attempt.job_id,
             "attempt_id": attempt.attempt_id,
@@ -345,13 +346,13 @@ class Supervisor:
             "framework": self.runtime.framework,
             "task": MODEL_TYPES[request["model_type"]].task,
             "request": request,
-            "out_dir": str(out_dir.resolve()),
-            "result_path": str((work / "result.json").resolve()),
+            "out_dir": str(paths.out_dir.resolve()),
+            "result_path": str((paths.work / "result.json").resolve()),
         }
-        (work / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+        spec_path = (paths.work / "spec.json").resolve()
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
         proc = spawn_group(
-            [sys.executable, "-m", "trainyard_worker.child", str((work / "spec.json").resolve())],
-            self._env,
+            [sys.executable, "-m", "trainyard_worker.child", str(spec_path)], self._env
         )
 
         def sink(stream: str, line: str) -> None:
@@ -378,64 +379,55 @@ class Supervisor:
             kill_group(proc, 0)  # the leader is gone; take any stray grandchildren with it
         for pipe in pipes:
             pipe.join(timeout_s=5.0)  # log lines land before the final state
+        registered = False
         try:
             if verdict is not None:
                 self._conclude(attempt, verdict)
-                return
-            self._training_outcome(
-                attempt, proc.returncode, work, out_dir, relative, request, model_id, pipes[1].tail
-            )
+            else:
+                registered = self._training_outcome(
+                    attempt, proc.returncode, paths, request, pipes[1].tail
+                )
         finally:
-            shutil.rmtree(work, ignore_errors=True)
-            job = self._call(lambda: self.queue.get_job(attempt.job_id)) or {}
-            if job.get("model_id") != model_id or job.get("attempt_id") != attempt.attempt_id:
-                shutil.rmtree(out_dir, ignore_errors=True)  # not registered: no orphan files
+            shutil.rmtree(paths.work, ignore_errors=True)
+            if not registered:
+                shutil.rmtree(paths.out_dir, ignore_errors=True)  # no orphan artifact files
 
     def _training_outcome(
         self,
         attempt: Attempt,
         returncode: int,
-        work: Path,
-        out_dir: Path,
-        relative: Path,
+        paths: TrainingPaths,
         request: dict[str, Any],
-        model_id: str,
-        stderr_tail: Any,
-    ) -> None:
-        result = _read_json(work / "result.json")
+        stderr_tail: Iterable[str],
+    ) -> bool:
+        """Finish the attempt from how its child ended; True when its model was registered."""
+        result = _read_json(paths.work / "result.json")
         if returncode == EXIT_USER_ERROR and result is not None:
             self._finish(
                 attempt, "failed", error=str(result.get("error")), error_kind=FailureKind.USER_ERROR
             )
-            return
+            return False
         if returncode != 0 or result is None or not result.get("ok"):
             kind, message = describe_exit(returncode)
             if returncode == 0:
                 message = "the job's process exited without a result"
             tail = "\n".join(list(stderr_tail)[-5:])
             self._finish(attempt, "retry", error=f"{message}\n{tail}".strip(), error_kind=kind)
-            return
-        created = datetime.fromtimestamp(self.queue.server_time_ms() / 1000, tz=UTC)
-        model = {
-            "model_id": model_id,
-            "framework": self.runtime.framework,
-            "runtime": self.runtime.name,
-            "model_type": request["model_type"],
-            "job_id": attempt.job_id,
-            "hyperparameters": request.get("hyperparameters") or {},
-            "metrics": result["metrics"],
-            "label_names": result["label_names"],
-            "artifact": relative.as_posix(),
-            "size_bytes": sum(f.stat().st_size for f in out_dir.rglob("*") if f.is_file()),
-            "created_at": created.isoformat(),
-            "details": result.get("details") or {},
-            "description": request.get("description") or "",
-        }
-        self._finish(
+            return False
+        model = model_record(
+            paths,
+            framework=self.runtime.framework,
+            runtime=self.runtime.name,
+            job_id=attempt.job_id,
+            request=request,
+            result=result,
+            created_ms=self.queue.server_time_ms(),
+        )
+        return self._finish(
             attempt,
             "succeeded",
             model=model,
-            result={"model_id": model_id, "metrics": result["metrics"]},
+            result={"model_id": paths.model_id, "metrics": result["metrics"]},
         )
 
     # -- inference ---------------------------------------------------------------------
