@@ -32,12 +32,16 @@ check_disk() { # free MiB needed
   fi
 }
 
-# env_path PROJECT [EXTRA]: the folder for a project's environment (hash of its pins).
+# env_path PROJECT [EXTRA]: the folder for a project's environment, named by a hash of the
+# exact packages the lock resolves for that extra (so editing one runtime's pins, or anything
+# else in pyproject.toml, leaves the other runtimes' multi-GB environments alone).
 env_path() {
-  local project=$1 extra=${2:-none} hash
-  hash=$(cat "$REPO_ROOT/$project/pyproject.toml" "$REPO_ROOT/$project/uv.lock" \
-         "$REPO_ROOT/core/pyproject.toml" | sha256sum | cut -c1-16)
-  echo "$TRAINYARD_ENV_ROOT/$project-$extra-$hash"
+  local project=$1 extra=${2:-} hash
+  local args=(export --frozen --no-hashes --no-header --project "$REPO_ROOT/$project")
+  [ -n "$extra" ] && args+=(--extra "$extra")
+  hash=$( { "$UV" "${args[@]}" 2>/dev/null; cat "$REPO_ROOT/core/pyproject.toml"; } \
+          | sha256sum | cut -c1-16)
+  echo "$TRAINYARD_ENV_ROOT/$project-${extra:-none}-$hash"
 }
 
 # sync_env PROJECT [EXTRA]: create or update that environment from the lock; prints its path.
