@@ -15,7 +15,9 @@ attempt's reports are refused; stdout and stderr become the job's log lines.
 from __future__ import annotations
 
 import json
+import resource
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,25 @@ from trainyard.keys import KeySchema
 
 from .processes import die_with_parent
 from .runtimes import load_runtime_module
-from .runtimes.base import TrainRequest, UserError
+from .runtimes.base import BaseModelRef, ModelMeta, TrainRequest, UserError
 
 __all__ = ["EXIT_USER_ERROR", "QueueTrainContext", "main"]
 
 EXIT_USER_ERROR = 3
+
+
+def _timing(fields: dict[str, Any], elapsed_s: float) -> dict[str, float]:
+    """Elapsed time, and an ETA from the fraction of the epochs done (epoch is 1-based; a
+    step count inside the epoch refines it)."""
+    out = {"elapsed_s": round(elapsed_s, 1)}
+    epoch, epochs = fields.get("epoch"), fields.get("epochs")
+    if isinstance(epoch, int) and isinstance(epochs, int) and epochs > 0:
+        step, steps = fields.get("step"), fields.get("steps")
+        within = step / steps if isinstance(step, int) and isinstance(steps, int) and steps else 1
+        done = min(1.0, (epoch - 1 + within) / epochs)
+        if done > 0:
+            out["eta_s"] = round(elapsed_s * (1 - done) / done, 1)
+    return out
 
 
 class QueueTrainContext:
@@ -42,9 +58,11 @@ class QueueTrainContext:
         self._queue = queue
         self._job_id = job_id
         self._attempt_id = attempt_id
+        self._started = time.monotonic()
 
     def progress(self, **fields: Any) -> None:
         data = {k: v for k, v in fields.items() if v is not None}
+        data.update(_timing(data, time.monotonic() - self._started))
         try:
             held = self._queue.report(self._job_id, self._attempt_id, "progress", data)
         except redis.RedisError as exc:
@@ -58,6 +76,50 @@ class QueueTrainContext:
 
     def log(self, line: str) -> None:
         print(line, flush=True)
+
+
+_OUT_OF_MEMORY = (
+    "the job ran out of memory; lower hyperparameters.batch_size (or image_size / "
+    "max_length / the model's size) or give the worker more memory"
+)
+
+
+def _base_model(queue: JobQueue, model_store: Path, model_id: str | None) -> BaseModelRef | None:
+    """The earlier model a job fine-tunes from (``base_model_id``), checked to exist here."""
+    if not model_id:
+        return None
+    record = queue.get_model(model_id)
+    if record is None:
+        raise UserError(f"base_model_id: no model {model_id!r}")
+    model_dir = model_store / str(record["artifact"])
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"base model artifact not found at {model_dir} on this worker")
+    meta = ModelMeta(
+        model_id=model_id,
+        model_type=str(record["model_type"]),
+        label_names=list(record["label_names"]),
+        details=dict(record.get("details") or {}),
+    )
+    return BaseModelRef(model_dir, meta)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # MemoryError (Python, NumPy, a JOB_MEMORY_MB limit), torch's OutOfMemoryError and CPU
+    # allocator errors, TF's ResourceExhaustedError. Retrying on the same worker would fail
+    # the same way, so these fail the job as a user-sized problem with that reason.
+    if isinstance(exc, MemoryError):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        marker in text
+        for marker in ("outofmemory", "out of memory", "can't allocate memory", "resourceexhausted")
+    )
+
+
+def _user_error(result_path: Path, message: str) -> int:
+    _write_result(result_path, {"ok": False, "error": message})
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
 
 
 def _write_result(path: Path, result: dict[str, Any]) -> None:
@@ -76,6 +138,7 @@ def run(spec: dict[str, Any]) -> int:
         if data_file.is_dir() and spec["task"] == "tabular":
             raise UserError(f"data_path {request['data_path']!r} is a folder; expected a CSV file")
         runtime = load_runtime_module(spec["framework"])
+        base = _base_model(queue, Path(spec["model_store"]), request.get("base_model_id"))
         train_request = TrainRequest(
             model_type=request["model_type"],
             data_file=data_file,
@@ -83,12 +146,17 @@ def run(spec: dict[str, Any]) -> int:
             out_dir=Path(spec["out_dir"]),
             label_column=request.get("label_column"),
             text_column=request.get("text_column"),
+            device=spec.get("device", "cpu"),
+            data_root=Path(spec["data_root"]),
+            base_model=base,
         )
         outcome = runtime.train(train_request, ctx)
     except (UserError, DataPathError) as exc:
-        _write_result(result_path, {"ok": False, "error": str(exc)})
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return EXIT_USER_ERROR
+        return _user_error(result_path, str(exc))
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        return _user_error(result_path, f"{_OUT_OF_MEMORY} ({type(exc).__name__}: {exc})"[:2000])
     _write_result(
         result_path,
         {
@@ -104,6 +172,12 @@ def run(spec: dict[str, Any]) -> int:
 def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
     die_with_parent(int(spec["supervisor_pid"]))
+    limit_mb = spec.get("memory_limit_mb")
+    if limit_mb:
+        # Heap and anonymous mappings beyond this fail with MemoryError / allocator errors
+        # (a failed job with that reason) instead of waking the kernel's OOM killer.
+        limit = int(limit_mb) * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     return run(spec)
 
 

@@ -6,11 +6,15 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["WorkerSettings"]
+if TYPE_CHECKING:
+    from .gpu import GpuSet
+
+__all__ = ["WorkerSettings", "child_environment"]
 
 
 def _default_worker_id() -> str:
@@ -47,6 +51,19 @@ class WorkerSettings(BaseSettings):
     backoff_base_s: float = Field(2.0, ge=0, description="first retry delay (doubles each time)")
     backoff_cap_s: float = Field(300.0, ge=0, description="longest retry delay")
     inference_cache_models: int = Field(4, ge=1, description="models kept loaded (LRU)")
+    job_memory_mb: int | None = Field(
+        None, ge=64, description="per training job memory limit (heap); beyond it the job fails"
+    )
+    gpu_devices: str | None = Field(
+        None, description="GPU runtimes: the GPUs (indexes or UUIDs, comma-separated) to use"
+    )
+    nvidia_smi: str = Field("nvidia-smi", description="the nvidia-smi binary")
+    gpu_clean_timeout_s: float = Field(
+        15.0, gt=0, description="after a GPU job, how long its memory may take to be freed"
+    )
+    gpu_memory_tolerance_mb: int = Field(
+        256, ge=0, description="GPU memory a finished job may leave in use without a verdict"
+    )
     job_threads: int | None = Field(
         None, ge=1, description="OMP/MKL threads per job (default: leave the environment's)"
     )
@@ -60,3 +77,25 @@ class WorkerSettings(BaseSettings):
                 f"({self.lease_s / 3:.3g})"
             )
         return self
+
+
+def child_environment(settings: WorkerSettings, gpus: GpuSet | None) -> dict[str, str]:
+    """The environment of the job processes (training children and the inference host)."""
+    from .runtimes.base import DATA_ROOT_ENV, DEVICE_ENV
+
+    env = dict(os.environ)
+    if settings.job_threads:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env[var] = str(settings.job_threads)
+    src = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    # Nothing is downloaded at run time: Hugging Face stays offline.
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    env[DATA_ROOT_ENV] = str(settings.data_root.resolve())
+    env[DEVICE_ENV] = "cuda" if gpus else "cpu"
+    # A CPU runtime's jobs see no GPU at all; a GPU runtime's see only its healthy ones.
+    env["CUDA_VISIBLE_DEVICES"] = gpus.visible_devices() if gpus else ""
+    return env

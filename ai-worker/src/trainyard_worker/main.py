@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from trainyard.logs import setup_logging
 
 from .config import WorkerSettings
-from .runtime_check import RuntimeMismatch, check_runtime
+from .runtime_check import RuntimeMismatch, check_gpus, check_runtime
 from .supervisor import Supervisor
 
 __all__ = ["main"]
@@ -27,7 +27,10 @@ def main() -> int:
         return 2
     try:
         report = check_runtime(settings.worker_type, settings.model_framework, settings.use_gpu)
+        gpus = None
+        if report.runtime.device == "gpu":
+            gpus = check_gpus(report.runtime, settings.nvidia_smi, settings.gpu_devices)
     except RuntimeMismatch as exc:
         print(f"worker: refusing to start: {exc}", file=sys.stderr)
         return 2
-    return Supervisor(settings, report).run()
+    return Supervisor(settings, report, gpus).run()

@@ -3,12 +3,17 @@ framework installed at the pinned version; otherwise it refuses to start."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 
 from trainyard.routing import RUNTIMES, Runtime
 
-__all__ = ["RuntimeMismatch", "RuntimeReport", "check_runtime"]
+from .gpu import GpuSet, GpuUnavailable, nvidia_smi_query
+
+__all__ = ["RuntimeMismatch", "RuntimeReport", "check_gpus", "check_runtime"]
 
 # framework -> the distributions that provide it (the first one installed counts)
 _DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
@@ -66,3 +71,36 @@ def check_runtime(worker_type: str, model_framework: str | None, use_gpu: bool) 
             f"installed; run: uv sync --extra {runtime.extra}"
         )
     return RuntimeReport(runtime=runtime, framework_version=version)
+
+
+# Asks the framework itself (in a child, so the supervisor never imports it) whether CUDA works.
+_CUDA_PROBES: dict[str, str] = {
+    "pytorch": "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)",
+    "tensorflow": "import sys, tensorflow as tf; sys.exit(0 if tf.config.list_physical_devices"
+    "('GPU') else 3)",
+}
+
+
+def check_gpus(runtime: Runtime, nvidia_smi: str, devices: str | None) -> GpuSet:
+    """A GPU runtime's cards, or :class:`RuntimeMismatch`: no GPU, or a framework build
+    that cannot use it. A ``-gpu`` worker never starts on a machine without CUDA."""
+    try:
+        gpus = GpuSet.discover(nvidia_smi_query(nvidia_smi), devices)
+    except GpuUnavailable as exc:
+        raise RuntimeMismatch(
+            f"runtime {runtime.name!r} needs a CUDA GPU: {exc}. Run a CPU runtime "
+            f"(WORKER_TYPE={runtime.name.removesuffix('-gpu')}, USE_GPU=false) instead"
+        ) from exc
+    probe = _CUDA_PROBES.get(runtime.framework)
+    if probe is not None:
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus.visible_devices()}
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeMismatch(
+                f"runtime {runtime.name!r}: nvidia-smi lists {len(gpus.gpus)} GPU(s) but "
+                f"{runtime.framework} cannot use CUDA here (driver too old for the "
+                f"framework's CUDA build?): {done.stderr.strip()[-300:]}"
+            )
+    return gpus

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -29,11 +28,13 @@ from trainyard.routing import MODEL_TYPES
 from trainyard.types import FailureKind
 
 from .child import EXIT_USER_ERROR
-from .config import WorkerSettings
+from .config import WorkerSettings, child_environment
+from .gpu import GpuSet, GpuSnapshot
 from .inference import InferenceHost
 from .processes import LineForwarder, describe_exit, kill_group, spawn_group
 from .runtime_check import RuntimeReport
-from .training import TrainingPaths, model_record
+from .runtimes.base import DEVICE_ENV
+from .training import TrainingPaths, model_record, read_json
 
 __all__ = ["Supervisor", "Verdict"]
 
@@ -64,8 +65,11 @@ class Attempt(Claim):
 
 
 class Supervisor:
-    def __init__(self, settings: WorkerSettings, report: RuntimeReport) -> None:
+    def __init__(
+        self, settings: WorkerSettings, report: RuntimeReport, gpus: GpuSet | None = None
+    ) -> None:
         self.settings = settings
+        self.gpus = gpus  # a GPU runtime's cards; None on a CPU runtime
         self.runtime = report.runtime
         self.framework_version = report.framework_version
         keys = KeySchema(settings.trainyard_namespace)
@@ -80,23 +84,27 @@ class Supervisor:
         self._stop = threading.Event()  # first SIGTERM/SIGINT: claim nothing more
         self._abort = threading.Event()  # second one: hand the running job back now
         self._stop_since = 0.0
-        self._env = self._child_env()
+        self._env = child_environment(settings, gpus)
         self.inference = InferenceHost(self.runtime.framework, settings.inference_cache_models,
                                        self._env)  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        if self.settings.job_threads:
-            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-                env[var] = str(self.settings.job_threads)
-        src = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-        env.setdefault("HF_HUB_OFFLINE", "1")
-        env.setdefault("TRANSFORMERS_OFFLINE", "1")
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
+    def _check_gpus(self, before: GpuSnapshot | None, job_id: str) -> None:
+        """After a GPU job: its processes gone and its memory free, or the GPU leaves service."""
+        if self.gpus is None or before is None:
+            return
+        dirty = self.gpus.verify_clean(
+            before,
+            tolerance_mb=self.settings.gpu_memory_tolerance_mb,
+            timeout_s=self.settings.gpu_clean_timeout_s,
+        )
+        for gpu in dirty:
+            log.error("GPU taken out of service: %s", gpu.problem,
+                      extra=self._ctx(job_id=job_id, gpu=gpu.uuid))  # fmt: skip
+        if dirty:
+            self._env["CUDA_VISIBLE_DEVICES"] = self.gpus.visible_devices()
+            self.inference.kill(self.settings.kill_grace_s)  # restarts with the new set
 
     def request_stop(self, *_: object) -> None:
         if self._stop.is_set():
@@ -119,6 +127,11 @@ class Supervisor:
         )
         try:
             while not self._stop.is_set():
+                if self.gpus is not None and not self.gpus.in_service:
+                    # Every GPU is out of service: stay registered (and reported) but idle.
+                    self.state = "no_gpu"
+                    self._stop.wait(self.settings.block_s)
+                    continue
                 try:
                     claim = self.queue.claim(
                         self.settings.worker_id,
@@ -168,6 +181,7 @@ class Supervisor:
             "state": "draining" if self._stop.is_set() else self.state,
             "current_job": self.current_job or "",
             "loaded_models": json.dumps(self.inference.loaded),
+            "gpus": json.dumps(self.gpus.describe() if self.gpus else []),
             "started_at": self.started_at_ms,
         }
         self._beat_queue.heartbeat(
@@ -345,12 +359,16 @@ class Supervisor:
             "data_root": str(self.settings.data_root.resolve()),
             "framework": self.runtime.framework,
             "task": MODEL_TYPES[request["model_type"]].task,
+            "device": self._env[DEVICE_ENV],
+            "model_store": str(self.settings.model_store.resolve()),
+            "memory_limit_mb": self.settings.job_memory_mb,
             "request": request,
             "out_dir": str(paths.out_dir.resolve()),
             "result_path": str((paths.work / "result.json").resolve()),
         }
         spec_path = (paths.work / "spec.json").resolve()
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        gpu_before = self.gpus.safe_snapshot() if self.gpus else None
         proc = spawn_group(
             [sys.executable, "-m", "trainyard_worker.child", str(spec_path)], self._env
         )
@@ -377,6 +395,7 @@ class Supervisor:
         )
         if verdict is None:
             kill_group(proc, 0)  # the leader is gone; take any stray grandchildren with it
+        self._check_gpus(gpu_before, attempt.job_id)
         for pipe in pipes:
             pipe.join(timeout_s=5.0)  # log lines land before the final state
         registered = False
@@ -401,7 +420,7 @@ class Supervisor:
         stderr_tail: Iterable[str],
     ) -> bool:
         """Finish the attempt from how its child ended; True when its model was registered."""
-        result = _read_json(paths.work / "result.json")
+        result = read_json(paths.work / "result.json")
         if returncode == EXIT_USER_ERROR and result is not None:
             self._finish(
                 attempt, "failed", error=str(result.get("error")), error_kind=FailureKind.USER_ERROR
@@ -491,10 +510,3 @@ class Supervisor:
         else:
             self._finish(attempt, "retry", error=reply["error"], error_kind=FailureKind.CRASHED)
 
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

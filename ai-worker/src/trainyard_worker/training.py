@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainingPaths", "model_record"]
+__all__ = ["TrainingPaths", "model_record", "read_json"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,11 @@ def model_record(
         "details": result.get("details") or {},
         "description": request.get("description") or "",
     }
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -16,11 +16,27 @@ without a retry. Any other exception is treated as a crash of the job.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["ModelMeta", "TrainContext", "TrainRequest", "TrainResult", "UserError"]
+__all__ = [
+    "DATA_ROOT_ENV",
+    "DEVICE_ENV",
+    "BaseModelRef",
+    "ModelMeta",
+    "TrainContext",
+    "TrainRequest",
+    "TrainResult",
+    "UserError",
+    "child_data_root",
+    "child_device",
+]
+
+# Set by the supervisor in every child's environment (training and inference).
+DEVICE_ENV = "TRAINYARD_DEVICE"  # "cuda" on a GPU worker, else "cpu"
+DATA_ROOT_ENV = "TRAINYARD_DATA_ROOT"  # where image paths in inference inputs resolve
 
 
 class UserError(Exception):
@@ -46,6 +62,24 @@ class TrainContext(Protocol):
 
 
 @dataclass(frozen=True)
+class ModelMeta:
+    """The registry record's fields a runtime needs to load and serve a model."""
+
+    model_id: str
+    model_type: str
+    label_names: list[str]
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BaseModelRef:
+    """An earlier registered model a training job fine-tunes from (``base_model_id``)."""
+
+    model_dir: Path
+    meta: ModelMeta
+
+
+@dataclass(frozen=True)
 class TrainRequest:
     model_type: str
     data_file: Path  # already resolved inside the data root and checked to exist
@@ -53,6 +87,11 @@ class TrainRequest:
     out_dir: Path  # an empty folder the runtime writes its artifact files into
     label_column: str | None = None  # None: the runtime's default (last column)
     text_column: str | None = None
+    # "cuda" on a GPU worker (the child sees only its own devices through
+    # CUDA_VISIBLE_DEVICES), else "cpu". A runtime never falls back from cuda to cpu.
+    device: str = "cpu"
+    data_root: Path | None = None  # for paths inside hyperparameters (pretrained_path)
+    base_model: BaseModelRef | None = None
 
 
 @dataclass
@@ -63,11 +102,11 @@ class TrainResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ModelMeta:
-    """The registry record's fields a runtime needs to load and serve a model."""
+def child_device() -> str:
+    """The device this child must use: "cuda" or "cpu" (never a silent fallback)."""
+    return os.environ.get(DEVICE_ENV, "cpu")
 
-    model_id: str
-    model_type: str
-    label_names: list[str]
-    details: dict[str, Any]
+
+def child_data_root() -> Path | None:
+    root = os.environ.get(DATA_ROOT_ENV)
+    return Path(root) if root else None

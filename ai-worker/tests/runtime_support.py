@@ -1,0 +1,35 @@
+"""Importing a framework in tests: skipped where the environment lacks it, except in the
+environments that must have it (CI sets ``TRAINYARD_REQUIRE_RUNTIME`` to the runtime whose
+environment runs the tests, so a broken install fails instead of silently skipping)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+from trainyard.routing import RUNTIMES
+
+__all__ = ["REQUIRED_RUNTIME", "require_framework"]
+
+REQUIRED_RUNTIME = os.environ.get("TRAINYARD_REQUIRE_RUNTIME", "")
+
+# import name -> the framework family whose environments must provide it
+_FRAMEWORK_OF_MODULE = {
+    "torch": "pytorch",
+    "torchvision": "pytorch",
+    "transformers": "pytorch",
+    "tensorflow": "tensorflow",
+    "keras": "tensorflow",
+    "sklearn": "sklearn",
+}
+
+
+def require_framework(module: str) -> ModuleType:
+    framework = _FRAMEWORK_OF_MODULE[module]
+    runtime = RUNTIMES.get(REQUIRED_RUNTIME)
+    if runtime is not None and runtime.framework == framework:
+        return importlib.import_module(module)  # must import: an ImportError fails the run
+    return pytest.importorskip(module)
