@@ -92,7 +92,7 @@ def test_memory_freed_late_but_within_the_wait_is_clean() -> None:
             board.used["GPU-a"] = 0  # the driver frees it a little later
         return original(args)
 
-    gpus._query = freeing  # noqa: SLF001  # the same board, answering later
+    gpus._query = freeing  # the same board, answering later
     assert gpus.check_clean(before, tolerance_mb=256, timeout_s=5, poll_s=0.05) == []
 
 
@@ -104,7 +104,7 @@ def test_a_failing_nvidia_smi_takes_every_card_out() -> None:
     def broken(args: Sequence[str]) -> str:
         raise GpuUnavailable("nvidia-smi failed (exit 15): GPU is lost")
 
-    gpus._query = broken  # noqa: SLF001
+    gpus._query = broken
     dirty = gpus.verify_clean(before, tolerance_mb=256, timeout_s=1)
     assert len(dirty) == 2 and gpus.in_service == [] and gpus.visible_devices() == ""
     assert "GPU is lost" in str(dirty[0].problem)

@@ -11,6 +11,8 @@ __all__ = ["RUNTIME_MODULES", "load_runtime_module"]
 # framework -> module implementing train/load/predict for it
 RUNTIME_MODULES: dict[str, str] = {
     "sklearn": "trainyard_worker.runtimes.sklearn_runtime",
+    "pytorch": "trainyard_worker.runtimes.torch_runtime",
+    "tensorflow": "trainyard_worker.runtimes.tensorflow_runtime",
 }
 
 

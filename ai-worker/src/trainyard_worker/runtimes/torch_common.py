@@ -1,0 +1,167 @@
+"""What the PyTorch runtimes (text and vision) share: device, threads, seeds, mixed
+precision, hyperparameter checks and one training loop that reports progress.
+
+Works on torch 2.0 and 2.1 (the seed's runtimes) and newer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import TrainContext, UserError
+
+__all__ = [
+    "EpochStats",
+    "autocast",
+    "check_number",
+    "peak_gpu_memory",
+    "prepare_torch",
+    "softmax",
+    "train_epochs",
+]
+
+PROGRESS_EVERY_STEPS = 10  # a progress event every N optimizer steps, and one per epoch
+
+
+def prepare_torch(device: str, seed: int) -> torch.device:
+    """The job's device, with threads and seeds set. A GPU job whose child cannot see a
+    GPU is an infrastructure fault (RuntimeError, retried elsewhere), never a CPU run."""
+    threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+        # Only settable once, before any parallel work; a second call aborts the process
+        # on torch 2.0 (a C++ terminate, not a RuntimeError), so never repeat it.
+        if torch.get_num_interop_threads() != 1:
+            with contextlib.suppress(RuntimeError):
+                torch.set_num_interop_threads(1)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "this job was given a GPU (CUDA_VISIBLE_DEVICES="
+                f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')!r}) but CUDA is not available "
+                "in the job's process"
+            )
+        torch.cuda.reset_peak_memory_stats()
+        return torch.device("cuda")
+    if device != "cpu":
+        raise RuntimeError(f"unknown device {device!r}")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision (float16) on CUDA; full precision on CPU, where it would not help."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def peak_gpu_memory(device: torch.device) -> dict[str, float]:
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+
+
+def check_number(
+    params: dict[str, Any],
+    name: str,
+    default: float | int,
+    low: float,
+    high: float,
+    integer: bool = False,
+) -> Any:
+    """``hyperparameters[name]`` checked to be a number in [low, high] (an int if asked)."""
+    value = params.get(name, default)
+    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        kind = "an integer" if integer else "a number"
+        raise UserError(f"hyperparameters.{name} must be {kind}, got {value!r}")
+    if not low <= value <= high:
+        raise UserError(f"hyperparameters.{name} must be between {low:g} and {high:g}, got {value}")
+    return int(value) if integer else float(value)
+
+
+def softmax(logits: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    result: np.ndarray = probs.detach().cpu().numpy()
+    return result
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    loss: float
+    accuracy: float
+
+
+def train_epochs(
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Callable[[int], Iterable[tuple[Any, torch.Tensor]]],
+    forward: Callable[[Any], torch.Tensor],
+    epochs: int,
+    steps_per_epoch: int,
+    device: torch.device,
+    ctx: TrainContext,
+) -> list[EpochStats]:
+    """Train for ``epochs``; ``batches(epoch)`` yields (inputs, targets) already on the
+    device and ``forward(inputs)`` returns logits. Publishes progress every
+    ``PROGRESS_EVERY_STEPS`` steps and after every epoch (with the epoch's mean loss and
+    training accuracy). A loss that becomes NaN or infinite fails the job as a user error
+    (the learning rate is the usual cause)."""
+    scaler = _grad_scaler(device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    history: list[EpochStats] = []
+    for epoch in range(epochs):
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for step, (inputs, targets) in enumerate(batches(epoch), start=1):
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device):
+                logits = forward(inputs)
+                loss = loss_fn(logits.float(), targets)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise UserError(
+                    f"training diverged: the loss became {value} at epoch {epoch + 1} step "
+                    f"{step}; lower hyperparameters.learning_rate"
+                )
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = int(targets.shape[0])
+            total_loss += value * n
+            correct += int((logits.detach().argmax(dim=-1) == targets).sum())
+            seen += n
+            if step % PROGRESS_EVERY_STEPS == 0 and step < steps_per_epoch:
+                ctx.progress(
+                    epoch=epoch + 1, epochs=epochs, step=step, steps=steps_per_epoch, loss=value
+                )
+        stats = EpochStats(epoch + 1, total_loss / max(seen, 1), correct / max(seen, 1))
+        history.append(stats)
+        ctx.progress(
+            epoch=epoch + 1,
+            epochs=epochs,
+            step=steps_per_epoch,
+            steps=steps_per_epoch,
+            loss=stats.loss,
+            metrics={"accuracy": stats.accuracy},
+        )
+    return history
+
+
+def _grad_scaler(device: torch.device) -> Any:
+    # torch.cuda.amp.GradScaler exists from 2.0 on (torch.amp.GradScaler only from 2.3).
+    return torch.cuda.amp.GradScaler(enabled=device.type == "cuda")
