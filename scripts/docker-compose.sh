@@ -3,9 +3,11 @@
 # plugin, Docker 20.10+ / Desktop 4+) or the legacy `docker-compose`. Every argument is
 # passed through, from the repository root (where docker-compose.yml is).
 #
-#   ./scripts/docker-compose.sh up -d
+#   ./scripts/docker-compose.sh up -d                    # redis, backend, the CPU workers
 #   ./scripts/docker-compose.sh up -d redis backend ai-worker-sklearn
-#   ./scripts/docker-compose.sh logs -f ai-worker-sklearn
+#   ./scripts/docker-compose.sh up -d redis backend ai-worker-pytorch-2.1-gpu   # needs a GPU
+#   ./scripts/docker-compose.sh --profile gpu up -d      # the GPU workers too
+#   ./scripts/docker-compose.sh logs -f ai-worker-pytorch-2.1
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

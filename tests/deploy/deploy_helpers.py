@@ -27,6 +27,7 @@ __all__ = [
     "dockerfile_instructions",
     "duration_s",
     "grace_needed",
+    "k8s_name",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +43,12 @@ RUNTIME_VARS = {
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
+    # Read by the frameworks in the job processes (the worker defaults them the same way).
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TF_CPP_MIN_LOG_LEVEL",
+    # Read by the NVIDIA Container Toolkit: what it mounts into a container given a GPU.
+    "NVIDIA_DRIVER_CAPABILITIES",
 }
 
 
@@ -122,6 +129,12 @@ def duration_s(text: str) -> float:
     assert parts and "".join(a + b for a, b in parts) == text, f"bad duration {text!r}"
     scale = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
     return sum(float(n) * scale[u] for n, u in parts)
+
+
+def k8s_name(runtime: str) -> str:
+    """The Kubernetes object name of a runtime's worker: a DNS label (no dots), because
+    a Deployment's name becomes part of its pods' host names."""
+    return "trainyard-worker-" + runtime.replace(".", "-")
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,9 +103,67 @@ def test_dockerfile_uv_sync_is_frozen_and_names_real_extras(project: str) -> Non
         for extra in re.findall(r"--extra\s+(\S+)", rest):
             name = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m[1], m[0]), extra)
             assert name in EXTRAS, f"--extra {extra} ({name}) is not an extra of ai-worker"
+        if project == "ai-worker":
+            # The download cache would stay in the layer (GBs for the torch extras).
+            assert "--no-cache" in rest
     if project == "ai-worker":
         assert args["EXTRA"] == "sklearn"
         assert args["WORKER_TYPE"] == "sklearn" and RUNTIMES["sklearn"].extra == args["EXTRA"]
+
+
+def _run_runtime_check(
+    tmp_path: Path, worker_type: str, extra: str
+) -> subprocess.CompletedProcess[str]:
+    """The worker Dockerfile's build-time check (its RUN python -c ...), run by sh as the
+    build runs it, with this environment's python (which has trainyard) as `python`."""
+    (check,) = [
+        rest
+        for kind, rest in _instructions(DOCKERFILES["ai-worker"])
+        if kind == "RUN" and "trainyard.routing" in rest
+    ]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
+        "WORKER_TYPE": worker_type,
+        "EXTRA": extra,
+    }
+    return subprocess.run(["sh", "-c", check], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_worker_dockerfile_accepts_every_runtime_with_its_extra(tmp_path: Path) -> None:
+    for runtime in RUNTIMES.values():
+        result = _run_runtime_check(tmp_path, runtime.name, runtime.extra)
+        assert result.returncode == 0, (runtime.name, result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("worker_type", "extra", "suggested"),
+    [
+        ("pytorch_2_1", "pytorch_2_1", "pytorch-2.1"),  # EXTRA given, WORKER_TYPE left default
+        ("pytorch-2.1", "pytorch_2_1_gpu", "pytorch-2.1-gpu"),  # GPU extra, CPU runtime
+        ("sklearn", "tensorflow", "tensorflow"),
+    ],
+)
+def test_worker_dockerfile_refuses_a_runtime_of_another_extra(
+    tmp_path: Path, worker_type: str, extra: str, suggested: str
+) -> None:
+    result = _run_runtime_check(tmp_path, worker_type, extra)
+    assert result.returncode != 0
+    assert f"--build-arg WORKER_TYPE={suggested}" in result.stderr, result.stderr
+
+
+def test_worker_image_gets_the_driver_parts_a_gpu_worker_needs() -> None:
+    env: dict[str, str] = {}
+    for kind, rest in _instructions(DOCKERFILES["ai-worker"]):
+        if kind == "ENV":
+            env.update(_env_pairs(rest))
+    # compute: libcuda for torch; utility: nvidia-smi, which the supervisor queries.
+    assert {"compute", "utility"} <= set(env["NVIDIA_DRIVER_CAPABILITIES"].split(","))
+    assert env["HF_HUB_OFFLINE"] == "1"
 
 
 def _final_workdir(instructions: list[tuple[str, str]]) -> str:

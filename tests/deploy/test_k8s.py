@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import EXTRAS, KNOWN_VARS, REPO
+from deploy_helpers import EXTRAS, KNOWN_VARS, REPO, k8s_name
 from deploy_helpers import grace_needed as _grace_needed
 
+from trainyard.keys import KeySchema
 from trainyard.routing import RUNTIMES
 
 K8S = REPO / "deploy" / "k8s"
@@ -136,20 +137,98 @@ def test_k8s_backend_service_and_probes(k8s_docs: list[dict[str, Any]]) -> None:
         assert get["path"] == "/health" and get["port"] in ports
 
 
-def test_k8s_worker_grace_and_model_store(k8s_docs: list[dict[str, Any]]) -> None:
-    deployment = _of_kind(k8s_docs, "Deployment")["trainyard-worker-sklearn"]
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_k8s_every_runtime_has_a_worker_deployment(
+    k8s_docs: list[dict[str, Any]], runtime: str
+) -> None:
+    spec = RUNTIMES[runtime]
+    name = k8s_name(runtime)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
+    deployments = _of_kind(k8s_docs, "Deployment")
+    assert name in deployments, f"no Deployment {name} for runtime {runtime}"
+    deployment = deployments[name]
+    assert deployment["__file__"] == f"worker-{runtime}.yaml"
+    assert deployment["metadata"]["labels"]["trainyard.io/runtime"] == runtime
+    # KEDA owns the replica count; a replicas field would reset it on every apply.
+    assert "replicas" not in deployment["spec"]
     config = _of_kind(k8s_docs, "ConfigMap")["trainyard-config"]["data"]
     pod = deployment["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > _grace_needed(config)
     (container,) = _containers(deployment)
+    assert container["image"].split(":")[0] == f"trainyard-worker-{runtime}"
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["WORKER_TYPE"] == "sklearn" and RUNTIMES["sklearn"].extra in EXTRAS
+    assert env["WORKER_TYPE"] == runtime and spec.extra in EXTRAS
+    assert env["MODEL_FRAMEWORK"] == spec.framework
+    assert env["USE_GPU"] == ("true" if spec.device == "gpu" else "false")
+    assert int(env["JOB_THREADS"]) >= 1
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/data"].get("readOnly") is True
     assert config["MODEL_STORE"] in mounts and config["DATA_ROOT"] in mounts
     volumes = {v["name"]: v for v in pod["volumes"]}
     models = volumes[mounts[config["MODEL_STORE"]]["name"]]
     assert models["persistentVolumeClaim"]["claimName"] == "trainyard-models"
+    limits = container["resources"]["limits"]
+    if spec.device == "gpu":
+        assert limits["nvidia.com/gpu"] == 1, "a GPU worker takes one whole GPU"
+        tolerations = pod.get("tolerations", [])
+        assert any(t.get("key") == "nvidia.com/gpu" for t in tolerations)
+    else:
+        assert "nvidia.com/gpu" not in limits and "nvidia.com/gpu" not in str(pod)
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_k8s_every_runtime_has_a_scaled_object(
+    k8s_docs: list[dict[str, Any]], runtime: str
+) -> None:
+    scaled = {
+        obj["spec"]["scaleTargetRef"]["name"]: obj
+        for obj in _of_kind(k8s_docs, "ScaledObject").values()
+    }
+    name = k8s_name(runtime)
+    assert name in scaled, f"no ScaledObject scales {name}"
+    obj = scaled[name]
+    assert obj["__file__"] == f"keda-worker-{runtime}.yaml"
+    spec = obj["spec"]
+    assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    (trigger,) = spec["triggers"]
+    query = trigger["metadata"]["query"]
+    # Waiting plus running jobs of this runtime, so scale-in never counts a busy pod idle.
+    assert f'trainyard_queue_depth{{runtime="{runtime}"}}' in query
+    assert f'trainyard_running_jobs{{runtime="{runtime}"}}' in query
+
+
+def test_k8s_one_worker_always_runs(k8s_docs: list[dict[str, Any]]) -> None:
+    """Expired leases are recovered and due retries requeued by workers only (any runtime,
+    for all runtimes): with every runtime scaled to zero, nobody would."""
+    always = [
+        obj["spec"]["scaleTargetRef"]["name"]
+        for obj in _of_kind(k8s_docs, "ScaledObject").values()
+        if obj["spec"]["minReplicaCount"] >= 1
+    ]
+    assert k8s_name("sklearn") in always
+    supervisor = (REPO / "ai-worker/src/trainyard_worker/supervisor.py").read_text()
+    assert ".reap()" in supervisor
+    claim = (REPO / "core/src/trainyard/lua/claim.lua").read_text()
+    assert "K.delayed" in claim
+
+
+def test_keda_metrics_follow_the_key_schema() -> None:
+    """The gauges KEDA reads have one series per runtime of the routing table, counted from
+    the runtime's own keys (ready:<runtime>, index:runtime:<runtime>)."""
+    source = (REPO / "core/src/trainyard/engine.py").read_text()
+    tree = ast.parse(source)
+    functions = {
+        n.name: ast.get_source_segment(source, n)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef)
+    }
+    depths, running = functions["queue_depths"] or "", functions["running_by_runtime"] or ""
+    assert "list(RUNTIMES)" in depths and "self.keys.ready(" in depths
+    assert "list(RUNTIMES)" in running and "self.keys.index_runtime(" in running
+    keys = KeySchema()
+    for runtime in RUNTIMES:
+        assert keys.ready(runtime) == f"{keys.prefix}ready:{runtime}"
+        assert keys.index_runtime(runtime) == f"{keys.prefix}index:runtime:{runtime}"
 
 
 def test_keda_query_names_a_gauge_the_backend_emits(k8s_docs: list[dict[str, Any]]) -> None:
@@ -163,6 +242,7 @@ def test_keda_query_names_a_gauge_the_backend_emits(k8s_docs: list[dict[str, Any
         assert target in deployments, f"{name}: no Deployment {target}"
         (container,) = _containers(deployments[target])
         runtime = {e["name"]: e["value"] for e in container["env"]}["WORKER_TYPE"]
+        assert runtime in RUNTIMES
         (trigger,) = obj["spec"]["triggers"]
         assert trigger["type"] == "prometheus"
         meta = trigger["metadata"]
