@@ -14,6 +14,7 @@ from redis import Redis
 
 from trainyard.embedded import EmbeddedServer
 from trainyard.engine import JobQueue
+from trainyard.routing import RUNTIMES
 from trainyard.types import JobType
 from trainyard_api.app import create_app
 from trainyard_api.config import Settings
@@ -69,12 +70,14 @@ def heartbeat(queue: JobQueue, worker_id: str, runtime: str, **extra: Any) -> No
     queue.heartbeat(worker_id, fields, ttl_ms=20_000)
 
 
-def model_record(model_id: str, job_id: str, runtime: str = "sklearn") -> dict[str, Any]:
+def model_record(
+    model_id: str, job_id: str, runtime: str = "sklearn", model_type: str = "random_forest"
+) -> dict[str, Any]:
     return {
         "model_id": model_id,
-        "framework": "sklearn",
+        "framework": RUNTIMES[runtime].framework,
         "runtime": runtime,
-        "model_type": "random_forest",
+        "model_type": model_type,
         "job_id": job_id,
         "hyperparameters": {"n_estimators": 10},
         "metrics": {"accuracy": 0.9},
@@ -105,12 +108,14 @@ def run_job(
     assert done.applied
 
 
-def register_model(queue: JobQueue, model_id: str, runtime: str = "sklearn") -> str:
+def register_model(
+    queue: JobQueue, model_id: str, runtime: str = "sklearn", model_type: str = "random_forest"
+) -> str:
     """Register a model the real way: a training job that succeeds with it."""
     job_id, _ = queue.enqueue(
-        job_type=JobType.TRAINING, runtime=runtime, request={"model_type": "random_forest"}
+        job_type=JobType.TRAINING, runtime=runtime, request={"model_type": model_type}
     )
-    run_job(queue, job_id, runtime, model=model_record(model_id, job_id, runtime))
+    run_job(queue, job_id, runtime, model=model_record(model_id, job_id, runtime, model_type))
     return job_id
 
 

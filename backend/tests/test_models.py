@@ -34,3 +34,25 @@ def test_malformed_model_record_is_skipped_in_list(client: TestClient, queue: Jo
     queue.redis.set(queue.keys.model("bad"), '{"model_id": "bad"}')
     queue.redis.zadd(queue.keys.models, {"bad": 1})
     assert [m["model_id"] for m in client.get("/models").json()["models"]] == ["good"]
+
+
+def test_fine_tuning_routes_to_a_runtime_that_can_load_the_base_model(
+    client: TestClient, queue: JobQueue
+) -> None:
+    register_model(queue, "bert_base", runtime="pytorch-2.0", model_type="bert")
+    body = {"model_type": "bert", "data_path": "/data/sentiment_analysis.csv",
+            "base_model_id": "bert_base"}  # fmt: skip
+    accepted = client.post("/jobs/training", json=body)
+    assert accepted.status_code == 202, accepted.text
+    # bert's default runtime is pytorch-2.1; the base model keeps it on 2.0.
+    assert accepted.json()["runtime"] == "pytorch-2.0"
+    gpu = client.post("/jobs/training", json={**body, "requires_gpu": True})
+    assert gpu.json()["runtime"] == "pytorch-2.0-gpu"
+
+    other = client.post("/jobs/training", json={**body, "framework_override": "pytorch-2.1"})
+    err = assert_error(other, 422, "invalid_request", "base_model_id")
+    assert "pytorch-2.0" in err["message"]
+    wrong_type = client.post("/jobs/training", json={**body, "model_type": "transformer"})
+    assert_error(wrong_type, 422, "invalid_request", "base_model_id")
+    missing = client.post("/jobs/training", json={**body, "base_model_id": "nope"})
+    assert_error(missing, 404, "not_found", "base_model_id")

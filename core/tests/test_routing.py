@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from trainyard.routing import MODEL_TYPES, RUNTIMES, RouteError, route_training, routing_table
+from trainyard.routing import (
+    MODEL_TYPES,
+    RUNTIMES,
+    RouteError,
+    can_load,
+    check_base_model,
+    route_training,
+    routing_table,
+)
 
 
 @pytest.mark.parametrize(
@@ -93,3 +101,29 @@ def test_routing_table_is_json_ready_data() -> None:
     assert [r["name"] for r in table["runtimes"]] == list(RUNTIMES)
     assert {m["model_type"] for m in table["model_types"]} == set(MODEL_TYPES)
     assert all(isinstance(r["extra"], str) for r in table["runtimes"])
+
+
+def test_a_model_loads_only_on_its_framework_version() -> None:
+    assert can_load("pytorch-2.0", "pytorch-2.0-gpu") and can_load("pytorch-2.1-gpu", "pytorch-2.1")
+    assert not can_load("pytorch-2.0", "pytorch-2.1")
+    assert not can_load("tensorflow", "pytorch-2.1") and not can_load("nope", "sklearn")
+
+
+def test_fine_tuning_follows_the_base_model_unless_overridden() -> None:
+    # bert defaults to pytorch-2.1; a base model trained on 2.0 keeps the job on 2.0.
+    assert route_training("bert", False, None, base_runtime="pytorch-2.0") == "pytorch-2.0"
+    assert route_training("bert", True, None, base_runtime="pytorch-2.0") == "pytorch-2.0-gpu"
+    assert route_training("resnet", False, None, base_runtime="pytorch-2.0-gpu") == "pytorch-2.0"
+    with pytest.raises(RouteError) as err:
+        route_training("inception", True, None, base_runtime="tensorflow")
+    assert err.value.field == "requires_gpu"
+
+
+def test_a_base_model_of_another_type_or_version_is_refused() -> None:
+    base = {"model_id": "b1", "model_type": "bert", "runtime": "pytorch-2.0"}
+    check_base_model("bert", "pytorch-2.0-gpu", base)
+    with pytest.raises(RouteError, match="is a bert model; this job trains a resnet"):
+        check_base_model("resnet", "pytorch-2.0", base)
+    with pytest.raises(RouteError, match=r"set framework_override to 'pytorch-2\.0'") as err:
+        check_base_model("bert", "pytorch-2.1", base)
+    assert err.value.field == "base_model_id"

@@ -16,6 +16,8 @@ __all__ = [
     "ModelTypeRoute",
     "RouteError",
     "Runtime",
+    "can_load",
+    "check_base_model",
     "route_training",
     "routing_table",
 ]
@@ -80,8 +82,15 @@ class RouteError(ValueError):
         self.message = message
 
 
-def route_training(model_type: str, requires_gpu: bool, framework_override: str | None) -> str:
-    """The runtime a training job goes to, or :class:`RouteError` saying why none can."""
+def route_training(
+    model_type: str,
+    requires_gpu: bool,
+    framework_override: str | None,
+    base_runtime: str | None = None,
+) -> str:
+    """The runtime a training job goes to, or :class:`RouteError` saying why none can.
+    A fine-tuning job (``base_runtime``: where its base model was trained) without an
+    override goes to a runtime that can load that model, on the device it asks for."""
     route = MODEL_TYPES.get(model_type)
     if route is None:
         known = ", ".join(sorted(MODEL_TYPES))
@@ -107,6 +116,15 @@ def route_training(model_type: str, requires_gpu: bool, framework_override: str 
                 "runtime or set requires_gpu to false",
             )
         return runtime.name
+    if base_runtime is not None and base_runtime in RUNTIMES:
+        device = "gpu" if requires_gpu else "cpu"
+        for candidate in RUNTIMES.values():
+            if candidate.device == device and can_load(base_runtime, candidate.name):
+                return candidate.name
+        raise RouteError(
+            "requires_gpu",
+            f"no {device.upper()} runtime can load a model trained on {base_runtime}",
+        )
     if requires_gpu:
         if route.gpu_runtime is None:
             raise RouteError(
@@ -118,11 +136,46 @@ def route_training(model_type: str, requires_gpu: bool, framework_override: str 
     return route.cpu_runtime
 
 
+def can_load(model_runtime: str, runtime: str) -> bool:
+    """Whether ``runtime`` can load a model trained on ``model_runtime``: the same framework
+    at the same pinned version (a -gpu runtime and its CPU twin install the same packages;
+    transformers 4.55 checkpoints are not promised to load in 4.49)."""
+    a, b = RUNTIMES.get(model_runtime), RUNTIMES.get(runtime)
+    return (
+        a is not None
+        and b is not None
+        and a.framework == b.framework
+        and a.framework_version == b.framework_version
+    )
+
+
+def check_base_model(model_type: str, runtime: str, base: dict[str, Any]) -> None:
+    """A fine-tuning job's ``base_model_id`` must name a model of the same type that the
+    job's runtime can load; :class:`RouteError` otherwise."""
+    if base.get("model_type") != model_type:
+        raise RouteError(
+            "base_model_id",
+            f"model {base.get('model_id')!r} is a {base.get('model_type')} model; this job "
+            f"trains a {model_type}",
+        )
+    trained_on = str(base.get("runtime", ""))
+    if not can_load(trained_on, runtime):
+        raise RouteError(
+            "base_model_id",
+            f"model {base.get('model_id')!r} was trained on {trained_on}, which runtime "
+            f"{runtime!r} cannot load; set framework_override to {trained_on!r}",
+        )
+
+
 def routing_table() -> dict[str, Any]:
     """The table as JSON-ready data, for ``GET /routing``."""
     return {
         "runtimes": [asdict(r) for r in RUNTIMES.values()],
         "model_types": [asdict(m) for m in MODEL_TYPES.values()],
+        "inference": "an inference job runs on the runtime that trained its model (the only "
+        "one promised to load it)",
+        "fine_tuning": "a training job with base_model_id runs on a runtime of the same "
+        "framework version as the base model's",
     }
 
 

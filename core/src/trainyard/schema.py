@@ -91,6 +91,13 @@ class TrainingJobRequest(_JobOptions):
         None, description="model_id to register the trained model under (default: generated)"
     )
     label_column: ShortText | None = Field(None, description="CSV label column (default: label)")
+    text_column: ShortText | None = Field(
+        None, description="text models: the CSV column holding the text (default: text)"
+    )
+    base_model_id: Identifier | None = Field(
+        None,
+        description="fine-tune: start from the weights of this earlier model (same model_type)",
+    )
 
     @field_validator("hyperparameters")
     @classmethod

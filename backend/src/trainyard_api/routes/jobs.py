@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from trainyard.datapaths import DataPathError, resolve_data_path
 from trainyard.engine import JobQueue
-from trainyard.routing import RUNTIMES, RouteError, route_training
+from trainyard.routing import RUNTIMES, RouteError, check_base_model, route_training
 from trainyard.schema import (
     ID_PATTERN,
     InferenceJobRequest,
@@ -115,8 +115,20 @@ def submit_training(
 ) -> JobStatus:
     """Route the job to a runtime (see `GET /routing`) and queue it. A job no live worker
     serves is still accepted; its `waiting_reason` says why it waits."""
+    base = None
+    if body.base_model_id is not None:
+        base = queue.get_model(body.base_model_id)
+        if base is None:
+            raise ApiError(404, f"no model {body.base_model_id!r}", field="base_model_id")
     try:
-        runtime = route_training(body.model_type, body.requires_gpu, body.framework_override)
+        runtime = route_training(
+            body.model_type,
+            body.requires_gpu,
+            body.framework_override,
+            str(base["runtime"]) if base else None,
+        )
+        if base is not None:
+            check_base_model(body.model_type, runtime, base)
     except RouteError as exc:
         raise ApiError(422, exc.message, field=exc.field) from exc
     # Without a local data root (API and workers on different machines) only the path's
