@@ -5,32 +5,39 @@ sizes, byte-for-byte determinism, a balanced text set, and a fast, idempotent
 from __future__ import annotations
 
 import csv
+import hashlib
+import statistics
 import struct
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from trainyard import sample_data as sd
+from trainyard import sample_images as sd_images
 from trainyard.sample_data import (
     CIFAR10_CLASSES,
     CIFAR10_FOLDER,
     IMAGE_CLASSES,
     IMAGE_FOLDER,
+    IMAGE_PER_CLASS,
+    IMAGE_SIZE,
     TABULAR_CLASSES,
     TABULAR_FILE,
     TEXT_FILE,
     TEXT_LABELS,
     encode_png,
     ensure_samples,
+    image_class_names,
     write_image_folder,
     write_tabular,
     write_text,
 )
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# pixel_digest of write_cifar10's output before the generator grew to 1000 classes.
+CIFAR10_PIXELS = "078d96519ec778da7aeb1058d99156bc99a75c9c01539cf14e8cb53b15baae13"
 
 
 def read_png(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -74,6 +81,35 @@ def mean_rgb(rows: list[bytes]) -> tuple[float, float, float]:
     return (sum(flat[0::3]) / n, sum(flat[1::3]) / n, sum(flat[2::3]) / n)
 
 
+def pixel_digest(root: Path) -> str:
+    """SHA-256 of every image's name, size and decoded pixels (independent of zlib's
+    compressed bytes, which may differ between zlib builds)."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.png")):
+        width, height, rows = read_png(path.read_bytes())
+        digest.update(f"{path.relative_to(root).as_posix()}:{width}x{height}:".encode())
+        digest.update(b"".join(rows))
+    return digest.hexdigest()
+
+
+def class_means(root: Path, name: str) -> tuple[float, float, float]:
+    """Mean RGB over all images of one class."""
+    per_image = [mean_rgb(read_png(p.read_bytes())[2]) for p in (root / name).iterdir()]
+    r, g, b = (sum(m[i] for m in per_image) / len(per_image) for i in range(3))
+    return r, g, b
+
+
+@pytest.fixture(scope="module")
+def image_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 1000-class image_classification sample, written once for this module."""
+    parent = tmp_path_factory.mktemp("image_set")
+    root = sd.write_image_classification(parent / IMAGE_FOLDER)
+    assert root == parent / IMAGE_FOLDER
+    # No temporary folder is left behind.
+    assert [p.name for p in parent.iterdir()] == [IMAGE_FOLDER]
+    return root
+
+
 # ------------------------------------------------------------------------------- png
 
 
@@ -92,31 +128,58 @@ def test_encode_png_rejects_a_wrong_buffer() -> None:
 # ---------------------------------------------------------------------------- images
 
 
-@pytest.mark.parametrize(
-    ("writer", "classes", "per_class", "size"),
-    [
-        (sd.write_image_classification, IMAGE_CLASSES, 24, 64),
-        (sd.write_cifar10, CIFAR10_CLASSES, 20, 32),
-    ],
-)
-def test_image_sets_have_the_right_layout_and_valid_pngs(
-    tmp_path: Path,
-    writer: Callable[[Path], Path],
-    classes: tuple[str, ...],
-    per_class: int,
-    size: int,
-) -> None:
-    root = writer(tmp_path / "set")
-    assert root == tmp_path / "set"
-    assert sorted(p.name for p in root.iterdir()) == sorted(classes)
-    for name in classes:
-        files = sorted((root / name).iterdir(), key=lambda p: int(p.stem))
-        assert [p.name for p in files] == [f"{n}.png" for n in range(per_class)]
+def test_image_classification_is_imagenet_shaped_with_valid_pngs(image_set: Path) -> None:
+    assert (IMAGE_PER_CLASS, IMAGE_SIZE) == (5, 32)
+    assert len(IMAGE_CLASSES) == 1000
+    # Sorted folder order (how ImageFolder readers number classes) is class index order.
+    folders = sorted(p.name for p in image_set.iterdir())
+    assert folders == list(IMAGE_CLASSES)
+    assert all(p.is_dir() for p in image_set.iterdir())
+    for name in IMAGE_CLASSES:
+        files = sorted((image_set / name).iterdir(), key=lambda p: int(p.stem))
+        assert [p.name for p in files] == [f"{n}.png" for n in range(IMAGE_PER_CLASS)]
         for path in files:
             width, height, _ = read_png(path.read_bytes())
-            assert (width, height) == (size, size)
-    # No temporary folder is left behind.
+            assert (width, height) == (32, 32)
+
+
+def test_image_class_names_are_readable_sortable_folder_names() -> None:
+    names = image_class_names()
+    assert names == IMAGE_CLASSES
+    assert len(set(names)) == 1000
+    assert list(names) == sorted(names)
+    assert names[0] == "c000_red_circle_on_grey"
+    assert names[1] == "c001_green_square_on_grey"
+    assert names[123] == "c123_cyan_checkers_on_maroon"
+    assert names[999] == "c999_brown_diamond_on_plum"
+    for i, name in enumerate(names):
+        assert name.startswith(f"c{i:03d}_")
+        assert name.replace("_", "").isalnum() and name.isascii() and name == name.lower()
+    assert image_class_names(4) == names[:4]
+    for bad in (0, 1001):
+        with pytest.raises(ValueError):
+            image_class_names(bad)
+
+
+def test_class_signatures_are_distinct_and_keep_the_first_ten() -> None:
+    signatures = [sd_images._signature(i) for i in range(1000)]
+    assert len(set(signatures)) == 1000
+    assert all(0 <= f < 10 for sig in signatures for f in sig)
+    # Classes 0..9 (all of cifar10) keep pattern i, colour i and the grey background.
+    assert signatures[:10] == [(i, i, 0) for i in range(10)]
+    with pytest.raises(ValueError):
+        sd_images._signature(1000)
+
+
+def test_cifar10_is_unchanged(tmp_path: Path) -> None:
+    root = sd.write_cifar10(tmp_path / "set")
+    assert sorted(p.name for p in root.iterdir()) == sorted(CIFAR10_CLASSES)
+    for name in CIFAR10_CLASSES:
+        files = sorted((root / name).iterdir(), key=lambda p: int(p.stem))
+        assert [p.name for p in files] == [f"{n}.png" for n in range(20)]
     assert [p.name for p in tmp_path.iterdir()] == ["set"]
+    # The exact pixels of the set as first released (10 classes x 20 images, 32x32).
+    assert pixel_digest(root) == CIFAR10_PIXELS
 
 
 def test_cifar10_uses_the_cifar10_class_names() -> None:
@@ -142,27 +205,104 @@ def test_images_are_deterministic_and_differ_by_seed(tmp_path: Path) -> None:
     assert folder_bytes(a) != folder_bytes(c)
     # Images of one class are not copies of each other.
     assert len(set(folder_bytes(a).values())) == 6
+    # Tinted classes (index >= 100) are deterministic too.
+    many = image_class_names(230)
+    d = write_image_folder(tmp_path / "d", many, per_class=1, size=8, seed=5)
+    e = write_image_folder(tmp_path / "e", many, per_class=1, size=8, seed=5)
+    f = write_image_folder(tmp_path / "f", many, per_class=1, size=8, seed=6)
+    assert folder_bytes(d) == folder_bytes(e) != folder_bytes(f)
+    assert len(set(folder_bytes(d).values())) == 230
 
 
-def test_each_class_has_its_own_dominant_colour(tmp_path: Path) -> None:
-    root = sd.write_image_classification(tmp_path / "img")
-    means: dict[str, tuple[float, float, float]] = {}
-    for name in IMAGE_CLASSES:
-        per_image = [mean_rgb(read_png(p.read_bytes())[2]) for p in (root / name).iterdir()]
-        r, g, b = (sum(m[i] for m in per_image) / len(per_image) for i in range(3))
-        means[name] = (r, g, b)
-    # circles red, squares green, stripes blue, checkers yellow (red + green).
-    assert means["circles"][0] > means["circles"][1] + 20
-    assert means["squares"][1] > means["squares"][0] + 20
-    assert means["stripes"][2] > means["stripes"][0] + 20
-    assert means["checkers"][0] > means["checkers"][2] + 40
+def saturated_mean(root: Path, name: str) -> tuple[float, float, float]:
+    """Mean RGB of the strongly coloured pixels of one class: on the grey background
+    those are the pattern's pixels."""
+    strong: list[bytes] = []
+    total = 0
+    for path in (root / name).iterdir():
+        flat = b"".join(read_png(path.read_bytes())[2])
+        pixels = [flat[i : i + 3] for i in range(0, len(flat), 3)]
+        total += len(pixels)
+        strong.extend(px for px in pixels if max(px) - min(px) >= 100)
+    assert len(strong) > total // 10, name
+    return mean_rgb(strong)
+
+
+def test_each_colour_shows_on_the_grey_background(image_set: Path) -> None:
+    red, green, blue, yellow, purple, cyan = (
+        saturated_mean(image_set, name) for name in IMAGE_CLASSES[:6]
+    )
+    assert red[0] > max(red[1], red[2]) + 100
+    assert green[1] > max(green[0], green[2]) + 80
+    assert blue[2] > max(blue[0], blue[1]) + 100
+    assert min(yellow[0], yellow[1]) > yellow[2] + 120
+    assert purple[2] > purple[0] > purple[1] + 50
+    assert min(cyan[1], cyan[2]) > cyan[0] + 120
+    # Whole-image means differ too, by pattern area and colour.
+    means = [class_means(image_set, name) for name in IMAGE_CLASSES[:10]]
+    assert len({tuple(round(c) for c in m) for m in means}) == 10
+
+
+# Background tints 1..9 (see sample_images._TINTS): class 100 * t + 90 draws a white
+# circle, so its mean colour is the tint's hue, lightened.
+TINTS = {
+    1: (115, 17, 17),
+    2: (115, 82, 17),
+    3: (82, 115, 17),
+    4: (17, 115, 17),
+    5: (17, 115, 82),
+    6: (17, 82, 115),
+    7: (17, 17, 115),
+    8: (82, 17, 115),
+    9: (115, 17, 82),
+}
+
+
+def test_each_background_tint_shows(image_set: Path) -> None:
+    seen = set()
+    for tint, rgb in TINTS.items():
+        name = IMAGE_CLASSES[100 * tint + 90]
+        assert name.startswith(f"c{tint}90_white_circle_on_")
+        mean = class_means(image_set, name)
+        for a in range(3):
+            for b in range(3):
+                if rgb[a] - rgb[b] >= 60:
+                    assert mean[a] > mean[b] + 20, (name, mean)
+        seen.add(tuple(round(c / 10) for c in mean))
+    assert len(seen) == len(TINTS)
+    grey = class_means(image_set, IMAGE_CLASSES[90])
+    assert max(grey) - min(grey) < 30, grey
+
+
+def brightness_profiles(root: Path, name: str) -> tuple[float, float]:
+    """Mean variance of the row means and of the column means of brightness."""
+    across_rows, across_cols = [], []
+    for path in (root / name).iterdir():
+        width, _, rows = read_png(path.read_bytes())
+        lum = [[sum(row[3 * x : 3 * x + 3]) for x in range(width)] for row in rows]
+        across_rows.append(statistics.pvariance([sum(r) / width for r in lum]))
+        columns = zip(*lum, strict=True)
+        across_cols.append(statistics.pvariance([sum(c) / len(lum) for c in columns]))
+    return statistics.mean(across_rows), statistics.mean(across_cols)
+
+
+def test_patterns_survive_every_tint(image_set: Path) -> None:
+    # hstripes (pattern 2) vary from row to row, vstripes (pattern 4) from column to
+    # column, whatever the colour and background.
+    for tint in (0, 3, 7, 9):
+        for block in (0, 5):
+            first = 100 * tint + 10 * block
+            h_rows, h_cols = brightness_profiles(image_set, IMAGE_CLASSES[first + 2])
+            v_rows, v_cols = brightness_profiles(image_set, IMAGE_CLASSES[first + 4])
+            assert h_rows > 5 * h_cols, (tint, block, h_rows, h_cols)
+            assert v_cols > 5 * v_rows, (tint, block, v_rows, v_cols)
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
         {"classes": [], "per_class": 1, "size": 8},
-        {"classes": [str(i) for i in range(11)], "per_class": 1, "size": 8},
+        {"classes": [str(i) for i in range(1001)], "per_class": 1, "size": 8},
         {"classes": ["a", "a"], "per_class": 1, "size": 8},
         {"classes": ["a/b"], "per_class": 1, "size": 8},
         {"classes": ["a"], "per_class": 0, "size": 8},
@@ -240,7 +380,7 @@ def test_tabular_keeps_its_shape(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- ensure
 
 
-def test_ensure_samples_writes_everything_once_and_fast(tmp_path: Path) -> None:
+def test_ensure_samples_writes_everything_once_and_fast(tmp_path: Path, image_set: Path) -> None:
     root = tmp_path / "data"
     start = time.perf_counter()
     written = ensure_samples(root)
@@ -253,16 +393,15 @@ def test_ensure_samples_writes_everything_once_and_fast(tmp_path: Path) -> None:
     ]
     assert elapsed < 10, f"ensure_samples took {elapsed:.2f}s"
     assert sorted(p.name for p in root.iterdir()) == sorted(p.name for p in written)
-    assert len(list((root / IMAGE_FOLDER).rglob("*.png"))) == 4 * 24
+    assert len(list((root / IMAGE_FOLDER).rglob("*.png"))) == 1000 * 5
     assert len(list((root / CIFAR10_FOLDER).rglob("*.png"))) == 10 * 20
     before = folder_bytes(root)
     start = time.perf_counter()
     assert ensure_samples(root) == []
     assert time.perf_counter() - start < 1
     assert folder_bytes(root) == before
-    # Another root gets the very same bytes.
-    ensure_samples(tmp_path / "other")
-    assert folder_bytes(tmp_path / "other") == before
+    # An independent write of the 1000-class set gets the very same bytes.
+    assert folder_bytes(root / IMAGE_FOLDER) == folder_bytes(image_set)
 
 
 def test_ensure_samples_keeps_user_data_and_fills_only_what_is_missing(tmp_path: Path) -> None:
