@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,14 +29,27 @@ WORKER_DIR = Path(__file__).resolve().parent.parent
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+_SAMPLES: list[Path] = []
+
+
+def _shared_samples() -> Path:
+    """One sample data folder for the whole run (5,000 image files take seconds to write);
+    the workers only read it."""
+    if not _SAMPLES:
+        root = Path(tempfile.mkdtemp(prefix="trainyard-samples-"))
+        atexit.register(shutil.rmtree, root, True)
+        ensure_samples(root)
+        _SAMPLES.append(root)
+    return _SAMPLES[0]
+
+
 class WorkerFarm:
     """Starts worker processes (``python src/worker.py``) and stops them at the end."""
 
     def __init__(self, server: EmbeddedServer, root: Path) -> None:
         self.server = server
         self.root = root
-        self.data_root = root / "data"
-        ensure_samples(self.data_root)
+        self.data_root = _shared_samples()
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, **env: str) -> subprocess.Popen[bytes]:
