@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from trainyard.datapaths import DataPathError, resolve_data_path
@@ -50,7 +51,7 @@ class ImageFolder:
     files: list[tuple[Path, int]]  # (image file, class index), in a stable order
 
     @property
-    def labels(self) -> np.ndarray:
+    def labels(self) -> npt.NDArray[Any]:
         return np.asarray([label for _, label in self.files], dtype=np.int64)
 
 
@@ -106,7 +107,7 @@ def _open(source: Path | bytes, what: str) -> Image.Image:
     return image
 
 
-def _to_array(image: Image.Image, size: int) -> np.ndarray:
+def _to_array(image: Image.Image, size: int) -> npt.NDArray[Any]:
     rgb = image.convert("RGB")
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
@@ -129,10 +130,11 @@ def default_image_size(folder: ImageFolder, minimum: int) -> int:
     architecture's smallest input) and at most 224."""
     first = folder.files[0][0]
     image = _open(first, f"image {first.relative_to(folder.root)}")
-    return max(minimum, min(_DEFAULT_SIZE_CAP, max(image.size)))
+    longer: int = max(image.size)
+    return max(minimum, min(_DEFAULT_SIZE_CAP, longer))
 
 
-def load_images(folder: ImageFolder, size: int) -> np.ndarray:
+def load_images(folder: ImageFolder, size: int) -> npt.NDArray[Any]:
     """All images as float32 ``(N, size, size, 3)`` in [0, 1], in ``folder.files`` order."""
     out = np.empty((len(folder.files), size, size, 3), dtype=np.float32)
     for i, (path, _) in enumerate(folder.files):
@@ -140,7 +142,7 @@ def load_images(folder: ImageFolder, size: int) -> np.ndarray:
     return out
 
 
-def _decode_one(item: Any, index: str, data_root: Path | None, size: int) -> np.ndarray:
+def _decode_one(item: Any, index: str, data_root: Path | None, size: int) -> npt.NDArray[Any]:
     if not isinstance(item, str) or not item.strip():
         raise UserError(
             f"input_data{index} must be an image path or a base64-encoded image, "
@@ -170,7 +172,7 @@ def _decode_one(item: Any, index: str, data_root: Path | None, size: int) -> np.
 
 def decode_inference_images(
     input_data: Any, size: int, data_root: Path | None
-) -> tuple[np.ndarray, bool]:
+) -> tuple[npt.NDArray[Any], bool]:
     """The inputs as a ``(N, size, size, 3)`` batch, and whether a single input was sent."""
     single = isinstance(input_data, str)
     items = [input_data] if single else input_data
@@ -209,7 +211,7 @@ def _check_params(parameters: dict[str, Any], n_classes: int, extra: tuple[str, 
 
 
 def top_k_predictions(
-    probabilities: np.ndarray,
+    probabilities: npt.NDArray[Any],
     label_names: list[str],
     parameters: dict[str, Any],
     single: bool,

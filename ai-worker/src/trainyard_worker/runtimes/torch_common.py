@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .base import TrainContext, UserError
@@ -63,7 +64,9 @@ def prepare_torch(device: str, seed: int) -> torch.device:
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """Mixed precision (float16) on CUDA; full precision on CPU, where it would not help."""
     if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+        from torch.amp.autocast_mode import autocast as torch_autocast
+
+        return torch_autocast(device_type="cuda", dtype=torch.float16)
     return contextlib.nullcontext()
 
 
@@ -92,9 +95,9 @@ def check_number(
     return int(value) if integer else float(value)
 
 
-def softmax(logits: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
+def softmax(logits: torch.Tensor, temperature: float = 1.0) -> npt.NDArray[np.float32]:
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    result: np.ndarray = probs.detach().cpu().numpy()
+    result: npt.NDArray[np.float32] = probs.detach().cpu().numpy()
     return result
 
 
@@ -164,4 +167,6 @@ def train_epochs(
 
 def _grad_scaler(device: torch.device) -> Any:
     # torch.cuda.amp.GradScaler exists from 2.0 on (torch.amp.GradScaler only from 2.3).
-    return torch.cuda.amp.GradScaler(enabled=device.type == "cuda")
+    from torch.cuda.amp.grad_scaler import GradScaler
+
+    return GradScaler(enabled=device.type == "cuda")  # type: ignore[no-untyped-call]
