@@ -91,7 +91,11 @@ def run_up(cfg: UpConfig) -> int:
         )  # fmt: skip
         procs.append(("backend", backend))
         for runtime, python in cfg.workers.items():
-            worker_env = {**env, "WORKER_TYPE": runtime}
+            worker_env = {
+                **env,
+                "WORKER_TYPE": runtime,
+                "USE_GPU": "true" if runtime.endswith("-gpu") else "false",
+            }
             worker = subprocess.Popen(
                 [str(python), "src/worker.py"], cwd=cfg.repo_root / "ai-worker", env=worker_env
             )
