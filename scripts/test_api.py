@@ -78,7 +78,7 @@ INFERENCE = [
 # The seed's image path and CSV row are placeholders: their jobs fail, saying why. The same
 # requests with real inputs from the sample data must succeed.
 REAL_INPUTS = {
-    "Image classification": "/data/cifar10/cat/0.png",
+    "Image classification": "/data/cifar10/airplane/0.png",
     "Tabular prediction": "5.1,3.5,1.4,0.2",
 }
 

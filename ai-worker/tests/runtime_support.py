@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
+from typing import cast
 
 import pytest
 
@@ -32,4 +33,4 @@ def require_framework(module: str) -> ModuleType:
     runtime = RUNTIMES.get(REQUIRED_RUNTIME)
     if runtime is not None and runtime.framework == framework:
         return importlib.import_module(module)  # must import: an ImportError fails the run
-    return pytest.importorskip(module)
+    return cast(ModuleType, pytest.importorskip(module))

@@ -133,6 +133,22 @@ def test_trains_through_the_queue_then_serves(
     assert all(proc.poll() is None for proc in farm.procs)
 
 
+def test_bad_training_data_fails_the_job_readably(worker: tuple[JobQueue, WorkerFarm]) -> None:
+    queue, _ = worker
+    assert RUNTIME is not None
+    model_type, wrong_data = next(
+        (m, "/data/cifar10" if MODEL_TYPES[m].task == "text" else "/data/tabular_data.csv")
+        for m in SERVED
+    )
+    request = {"model_type": model_type, "data_path": wrong_data, "requires_gpu": False}
+    job_id, _ = queue.enqueue(job_type=JobType.TRAINING, runtime=RUNTIME.name, request=request)
+    failed = wait_terminal(queue, job_id, timeout_s=120)
+    assert failed["state"] == "failed" and failed["error_kind"] == "user_error", failed
+    assert failed["attempt"] == "1"  # not retried
+    expected = "is a folder" if MODEL_TYPES[model_type].task == "text" else "is a file"
+    assert expected in failed["error"], failed["error"]
+
+
 def test_model_files_are_not_pickles(worker: tuple[JobQueue, WorkerFarm]) -> None:
     _, farm = worker
     files = [p for p in (farm.root / "models").rglob("*") if p.is_file()]

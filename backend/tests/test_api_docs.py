@@ -37,7 +37,7 @@ from trainyard.schema import (
     ModelRecord,
     TrainingJobRequest,
 )
-from trainyard.seed_examples import INFERENCE_BODIES, QUICK_START, TRAINING_BODIES
+from trainyard.seed_examples import INFERENCE_BODIES, TRAINING_BODIES
 from trainyard.types import FailureKind, JobState
 from trainyard_api.app import create_app
 from trainyard_api.config import Settings
@@ -71,6 +71,8 @@ class RoutingTable(BaseModel):
 
     runtimes: list[Runtime]
     model_types: list[ModelTypeRoute]
+    inference: str
+    fine_tuning: str
 
 
 RESPONSE_MODELS: dict[str, type[BaseModel]] = {
@@ -244,12 +246,8 @@ def test_scripts_test_api_sends_the_seed_examples() -> None:
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert [body for _, body, _ in script.TRAINING] == [
-        body for name, body in TRAINING_BODIES.items() if name not in QUICK_START
-    ]
-    assert [body for _, body in script.INFERENCE] == [
-        body for name, body in INFERENCE_BODIES.items() if name not in QUICK_START
-    ]
+    assert [body for _, body, _ in script.TRAINING] == list(TRAINING_BODIES.values())
+    assert [body for _, body in script.INFERENCE] == list(INFERENCE_BODIES.values())
 
 
 # -- (2) response examples ---------------------------------------------------------------
@@ -333,7 +331,12 @@ METRIC_LINE = re.compile(r'^(trainyard_\w+)(\{(\w+="[^"]*",?)+\})? \d+$')
 
 
 def check_metrics(text: str) -> None:
-    families = {"trainyard_queue_depth", "trainyard_jobs", "trainyard_live_workers"}
+    families = {
+        "trainyard_queue_depth",
+        "trainyard_running_jobs",
+        "trainyard_jobs",
+        "trainyard_live_workers",
+    }
     for line in text.strip().splitlines():
         if line.startswith("#"):
             assert line.split()[2] in families, line

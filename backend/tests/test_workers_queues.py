@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from fastapi.testclient import TestClient
 
 from conftest import heartbeat
@@ -20,6 +22,20 @@ def test_workers(client: TestClient, queue: JobQueue) -> None:
     assert w["worker_id"] == "w1" and w["runtime"] == "sklearn" and w["pid"] == 1234
     assert w["loaded_models"] == ["rf1"] and w["state"] == "busy" and w["current_job"] == "j1"
     assert w["last_seen"] and w["started_at"].startswith("2023-11-14")
+    assert w["gpus"] == []
+
+
+def test_a_gpu_workers_cards_and_their_service_state(client: TestClient, queue: JobQueue) -> None:
+    # The shape GpuSet.describe() publishes in the heartbeat.
+    cards = [
+        {"index": "0", "uuid": "GPU-a", "name": "NVIDIA H200", "memory_total_mb": 143771,
+         "in_service": True, "problem": None},
+        {"index": "1", "uuid": "GPU-b", "name": "NVIDIA H200", "memory_total_mb": 143771,
+         "in_service": False, "problem": "processes still on the GPU after the job: [4242]"},
+    ]  # fmt: skip
+    heartbeat(queue, "g1", "pytorch-2.1-gpu", gpus=json.dumps(cards), state="idle")
+    worker = client.get("/workers").json()["workers"][0]
+    assert worker["gpus"] == cards
 
 
 def test_stale_worker_is_not_live(client: TestClient, queue: JobQueue) -> None:

@@ -127,3 +127,10 @@ def test_a_base_model_of_another_type_or_version_is_refused() -> None:
     with pytest.raises(RouteError, match=r"set framework_override to 'pytorch-2\.0'") as err:
         check_base_model("bert", "pytorch-2.1", base)
     assert err.value.field == "base_model_id"
+
+
+def test_scikit_learn_models_are_not_fine_tuned() -> None:
+    base = {"model_id": "rf", "model_type": "random_forest", "runtime": "sklearn"}
+    with pytest.raises(RouteError, match="cannot be fine-tuned") as err:
+        check_base_model("random_forest", "sklearn", base)
+    assert err.value.field == "base_model_id"

@@ -135,7 +135,7 @@ def run(spec: dict[str, Any]) -> int:
     ctx = QueueTrainContext(queue, spec["job_id"], spec["attempt_id"])
     try:
         data_file = resolve_data_path(Path(spec["data_root"]), request["data_path"])
-        if data_file.is_dir() and spec["task"] == "tabular":
+        if data_file.is_dir() and spec["task"] in ("tabular", "text"):
             raise UserError(f"data_path {request['data_path']!r} is a folder; expected a CSV file")
         runtime = load_runtime_module(spec["framework"])
         base = _base_model(queue, Path(spec["model_store"]), request.get("base_model_id"))

@@ -10,6 +10,7 @@ from typing import Any
 
 from trainyard.engine import JobQueue
 from trainyard.schema import (
+    GpuRecord,
     JobRecord,
     JobStatus,
     ModelRecord,
@@ -91,6 +92,10 @@ def to_worker(h: dict[str, str]) -> WorkerRecord:
         loaded = json.loads(h.get("loaded_models") or "[]")
     except ValueError:
         loaded = []
+    try:
+        gpus = [GpuRecord.model_validate(g) for g in json.loads(h.get("gpus") or "[]")]
+    except (ValueError, TypeError):
+        gpus = []
     return WorkerRecord(
         worker_id=h.get("id", ""),
         runtime=h.get("runtime", ""),
@@ -102,6 +107,7 @@ def to_worker(h: dict[str, str]) -> WorkerRecord:
         state=h.get("state", "idle"),
         current_job=h.get("current_job") or None,
         loaded_models=[str(m) for m in loaded] if isinstance(loaded, list) else [],
+        gpus=gpus,
         started_at=ms_to_datetime(h.get("started_at")),
         last_seen=ms_to_datetime(h.get("last_seen")),
     )

@@ -152,6 +152,12 @@ def can_load(model_runtime: str, runtime: str) -> bool:
 def check_base_model(model_type: str, runtime: str, base: dict[str, Any]) -> None:
     """A fine-tuning job's ``base_model_id`` must name a model of the same type that the
     job's runtime can load; :class:`RouteError` otherwise."""
+    if MODEL_TYPES[model_type].framework == "sklearn":
+        raise RouteError(
+            "base_model_id",
+            f"{model_type} models cannot be fine-tuned (scikit-learn estimators are refitted "
+            "from scratch); leave base_model_id out",
+        )
     if base.get("model_type") != model_type:
         raise RouteError(
             "base_model_id",

@@ -13,6 +13,7 @@ from .types import FailureKind, JobState, JobType, Priority
 
 __all__ = [
     "ID_PATTERN",
+    "GpuRecord",
     "InferenceJobRequest",
     "JobRecord",
     "JobStatus",
@@ -212,6 +213,15 @@ class ModelRecord(BaseModel):
     description: str = ""
 
 
+class GpuRecord(BaseModel):
+    index: str
+    uuid: str
+    name: str
+    memory_total_mb: int
+    in_service: bool
+    problem: str | None = Field(None, description="why the GPU was taken out of service")
+
+
 class WorkerRecord(BaseModel):
     worker_id: str
     runtime: str
@@ -220,8 +230,13 @@ class WorkerRecord(BaseModel):
     device: str
     host: str
     pid: int
-    state: str = Field(..., description="idle, busy or draining")
+    state: str = Field(
+        ..., description="idle, busy, draining, or no_gpu (every GPU out of service)"
+    )
     current_job: str | None = None
     loaded_models: list[str] = Field(default_factory=list)
+    gpus: list[GpuRecord] = Field(
+        default_factory=list, description="a GPU worker's GPUs, and which are out of service"
+    )
     started_at: datetime | None = None
     last_seen: datetime | None = None
