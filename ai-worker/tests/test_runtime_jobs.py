@@ -8,6 +8,7 @@ from the same worker's inference process."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -131,6 +132,17 @@ def test_trains_through_the_queue_then_serves(
     # Input of the wrong kind fails that job, readably, and the worker serves on.
     assert wrong["state"] == "failed" and wrong["error_kind"] == "user_error", wrong
     assert all(proc.poll() is None for proc in farm.procs)
+
+
+def test_the_worker_registers_its_package_versions(worker: tuple[JobQueue, WorkerFarm]) -> None:
+    queue, _ = worker
+    assert RUNTIME is not None
+    mine = [w for w in queue.live_workers(60_000) if w.get("runtime") == RUNTIME.name]
+    assert mine, "the worker is not registered"
+    packages = json.loads(mine[0]["packages"])
+    framework = packages.get("torch") or packages.get("tensorflow-cpu")
+    assert framework and framework.startswith(RUNTIME.framework_version + "."), packages
+    assert mine[0]["framework_version"] == framework
 
 
 def test_bad_training_data_fails_the_job_readably(worker: tuple[JobQueue, WorkerFarm]) -> None:

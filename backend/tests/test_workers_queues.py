@@ -22,7 +22,7 @@ def test_workers(client: TestClient, queue: JobQueue) -> None:
     assert w["worker_id"] == "w1" and w["runtime"] == "sklearn" and w["pid"] == 1234
     assert w["loaded_models"] == ["rf1"] and w["state"] == "busy" and w["current_job"] == "j1"
     assert w["last_seen"] and w["started_at"].startswith("2023-11-14")
-    assert w["gpus"] == []
+    assert w["gpus"] == [] and w["packages"] == {}
 
 
 def test_a_gpu_workers_cards_and_their_service_state(client: TestClient, queue: JobQueue) -> None:
@@ -33,9 +33,11 @@ def test_a_gpu_workers_cards_and_their_service_state(client: TestClient, queue: 
         {"index": "1", "uuid": "GPU-b", "name": "NVIDIA H200", "memory_total_mb": 143771,
          "in_service": False, "problem": "processes still on the GPU after the job: [4242]"},
     ]  # fmt: skip
-    heartbeat(queue, "g1", "pytorch-2.1-gpu", gpus=json.dumps(cards), state="idle")
+    packages = {"torch": "2.1.2+cu121", "torchvision": "0.16.2+cu121"}
+    heartbeat(queue, "g1", "pytorch-2.1-gpu", gpus=json.dumps(cards), state="idle",
+              packages=json.dumps(packages))  # fmt: skip
     worker = client.get("/workers").json()["workers"][0]
-    assert worker["gpus"] == cards
+    assert worker["gpus"] == cards and worker["packages"] == packages
 
 
 def test_stale_worker_is_not_live(client: TestClient, queue: JobQueue) -> None:

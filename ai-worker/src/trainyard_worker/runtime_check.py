@@ -23,6 +23,24 @@ _DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# framework -> the packages a worker reports in its registration (those installed)
+_REPORTED: dict[str, tuple[str, ...]] = {
+    "sklearn": ("scikit-learn", "skops", "numpy", "scipy"),
+    "pytorch": ("torch", "torchvision", "transformers", "tokenizers", "safetensors", "numpy"),
+    "tensorflow": ("tensorflow-cpu", "tensorflow", "keras", "numpy"),
+}
+
+
+def _packages(runtime: Runtime) -> dict[str, str]:
+    found = {}
+    for dist in _REPORTED[runtime.framework]:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
 class RuntimeMismatch(RuntimeError):
     """The environment cannot serve the runtime the worker was asked to serve."""
 
@@ -31,6 +49,7 @@ class RuntimeMismatch(RuntimeError):
 class RuntimeReport:
     runtime: Runtime
     framework_version: str
+    packages: dict[str, str]  # the runtime's key packages and their installed versions
 
 
 def _installed_version(framework: str) -> str | None:
@@ -70,7 +89,7 @@ def check_runtime(worker_type: str, model_framework: str | None, use_gpu: bool) 
             f"runtime {runtime.name!r} needs {runtime.framework} {wanted}.x but {version} is "
             f"installed; run: uv sync --extra {runtime.extra}"
         )
-    return RuntimeReport(runtime=runtime, framework_version=version)
+    return RuntimeReport(runtime=runtime, framework_version=version, packages=_packages(runtime))
 
 
 # Asks the framework itself (in a child, so the supervisor never imports it) whether CUDA works.

@@ -72,6 +72,7 @@ class Supervisor:
         self.gpus = gpus  # a GPU runtime's cards; None on a CPU runtime
         self.runtime = report.runtime
         self.framework_version = report.framework_version
+        self.packages = report.packages
         keys = KeySchema(settings.trainyard_namespace)
         # Blocking waits (BLPOP) need a socket timeout longer than the block.
         self.queue = JobQueue(
@@ -175,6 +176,7 @@ class Supervisor:
             "runtime": self.runtime.name,
             "framework": self.runtime.framework,
             "framework_version": self.framework_version,
+            "packages": json.dumps(self.packages),
             "device": self.runtime.device,
             "host": socket.gethostname(),
             "pid": os.getpid(),

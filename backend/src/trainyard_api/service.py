@@ -96,6 +96,10 @@ def to_worker(h: dict[str, str]) -> WorkerRecord:
         gpus = [GpuRecord.model_validate(g) for g in json.loads(h.get("gpus") or "[]")]
     except (ValueError, TypeError):
         gpus = []
+    try:
+        packages = {str(k): str(v) for k, v in json.loads(h.get("packages") or "{}").items()}
+    except (ValueError, AttributeError):
+        packages = {}
     return WorkerRecord(
         worker_id=h.get("id", ""),
         runtime=h.get("runtime", ""),
@@ -107,6 +111,7 @@ def to_worker(h: dict[str, str]) -> WorkerRecord:
         state=h.get("state", "idle"),
         current_job=h.get("current_job") or None,
         loaded_models=[str(m) for m in loaded] if isinstance(loaded, list) else [],
+        packages=packages,
         gpus=gpus,
         started_at=ms_to_datetime(h.get("started_at")),
         last_seen=ms_to_datetime(h.get("last_seen")),

@@ -235,6 +235,9 @@ class WorkerRecord(BaseModel):
     )
     current_job: str | None = None
     loaded_models: list[str] = Field(default_factory=list)
+    packages: dict[str, str] = Field(
+        default_factory=dict, description="the runtime's key packages and installed versions"
+    )
     gpus: list[GpuRecord] = Field(
         default_factory=list, description="a GPU worker's GPUs, and which are out of service"
     )
