@@ -158,6 +158,8 @@ def main() -> int:
                 variant, variant_body = CPU_VARIANTS[model_name]
                 row, status = train(base, variant, variant_body, model_name, args.timeout)
                 rows.append(row)
+                if status is not None and status.get("waiting_reason") and not args.keep:
+                    call(base, "POST", f"/jobs/{status['job_id']}/cancel")
         if status is not None and status["status"] == "succeeded":
             ready_models.add(model_name)
         elif status is None or not status.get("waiting_reason"):

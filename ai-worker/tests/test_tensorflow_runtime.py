@@ -18,7 +18,6 @@ import pytest
 from runtime_support import require_framework
 
 from trainyard.sample_images import encode_png, write_cifar10, write_image_folder
-from trainyard_worker.runtimes import imagedata
 from trainyard_worker.runtimes.base import (
     DATA_ROOT_ENV,
     BaseModelRef,
@@ -31,6 +30,9 @@ from trainyard_worker.runtimes.base import (
 tf = require_framework("tensorflow")
 keras = require_framework("keras")
 
+# Imported once the framework is known to be there (imagedata needs Pillow, which only the
+# image runtimes' environments install).
+from trainyard_worker.runtimes import imagedata  # noqa: E402
 from trainyard_worker.runtimes import tensorflow_runtime as rt  # noqa: E402
 
 # Keras converts TF tensors with np.array(copy=False), which NumPy 2 deprecates: not ours.

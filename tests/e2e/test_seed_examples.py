@@ -95,4 +95,4 @@ def test_scripts_test_api_drives_the_running_system(system: System) -> None:
         timeout=300,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "Tabular prediction (values)" in out.stdout and "succeeded" in out.stdout
+    assert "Tabular prediction (real input)" in out.stdout and "succeeded" in out.stdout
