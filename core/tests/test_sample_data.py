@@ -425,3 +425,15 @@ def test_main_reports_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "4 of 4" in out
     assert sd.main(["--root", str(tmp_path)]) == 0
     assert "already present" in capsys.readouterr().out
+
+
+def test_the_shipped_sentiment_set_is_large_enough_for_the_seeds_bert_example(
+    tmp_path: Path,
+) -> None:
+    # The seed's BERT body trains from scratch at learning_rate 1e-4 for 5 epochs: 400 rows
+    # are 100 optimizer steps, too few to leave chance; the shipped set has 2,000.
+    sd.ensure_samples(tmp_path)
+    with (tmp_path / sd.TEXT_FILE).open(newline="", encoding="utf-8") as fh:
+        body = list(csv.reader(fh))[1:]
+    assert len(body) == sd.SENTIMENT_ROWS == 2000
+    assert len({row[0] for row in body}) == 2000
