@@ -7,13 +7,13 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from trainyard.routing import RUNTIMES
 
-__all__ = ["REQUIRED_RUNTIME", "require_framework"]
+__all__ = ["REQUIRED_RUNTIME", "Recorder", "require_framework"]
 
 REQUIRED_RUNTIME = os.environ.get("TRAINYARD_REQUIRE_RUNTIME", "")
 
@@ -34,3 +34,18 @@ def require_framework(module: str) -> ModuleType:
     if runtime is not None and runtime.framework == framework:
         return importlib.import_module(module)  # must import: an ImportError fails the run
     return cast(ModuleType, pytest.importorskip(module))
+
+
+class Recorder:
+    """The runtime tests' TrainContext: keeps what a training function reports (the
+    reporting interface only; the queue-backed one is exercised by test_runtime_jobs)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lines: list[str] = []
+
+    def progress(self, **kwargs: Any) -> None:
+        self.events.append(kwargs)
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)

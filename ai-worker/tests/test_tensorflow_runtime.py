@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from runtime_support import require_framework
+from runtime_support import Recorder, require_framework
 
 from trainyard.sample_images import encode_png, write_cifar10, write_image_folder
 from trainyard_worker.runtimes.base import (
@@ -57,19 +57,6 @@ MOBILENET_HP = {
 }
 INCEPTION_HP = {"epochs": 6, "batch_size": 32, "learning_rate": 1e-3, "dropout_rate": 0.2}
 
-
-class Recorder:
-    """A TrainContext that keeps what the runtime reports."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lines: list[str] = []
-
-    def progress(self, **kwargs: Any) -> None:
-        self.events.append(kwargs)
-
-    def log(self, line: str) -> None:
-        self.lines.append(line)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import require_framework
+from runtime_support import Recorder, require_framework
 
 torch = require_framework("torch")
 
@@ -49,19 +49,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "epochs": 1, "max_length": 16}
 SEED_PARAMS = {"temperature": 0.7, "max_length": 100}  # what the seed script sends
 
-
-class Recorder:
-    """Test double of the TrainContext reporting interface: keeps what train reports."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lines: list[str] = []
-
-    def progress(self, **kwargs: Any) -> None:
-        self.events.append(kwargs)
-
-    def log(self, line: str) -> None:
-        self.lines.append(line)
 
 
 @dataclass

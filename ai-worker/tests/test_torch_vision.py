@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import require_framework
+from runtime_support import Recorder, require_framework
 
 torch = require_framework("torch")
 
@@ -41,19 +41,6 @@ VGG_HP = {
     "epochs": 6,
 }
 
-
-class Recorder:
-    """A TrainContext that keeps what the runtime reports."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lines: list[str] = []
-
-    def progress(self, **kwargs: Any) -> None:
-        self.events.append(kwargs)
-
-    def log(self, line: str) -> None:
-        self.lines.append(line)
 
 
 @dataclass
