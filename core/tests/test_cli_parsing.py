@@ -248,3 +248,22 @@ def test_submit_inference_wait_asks_the_api_to_hold_and_prints_the_prediction(
     assert float(api.requests[0].url.params["wait"]) > 0
     out = capsys.readouterr().out
     assert "prediction:" in out and "setosa" in out and "succeeded" in out
+
+
+def test_up_starts_a_worker_per_flag_even_for_the_same_runtime(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trainyard import up
+
+    started: list[up.UpConfig] = []
+    monkeypatch.setattr(up, "run_up", lambda cfg: started.append(cfg) or 0)
+    args = build_parser().parse_args(
+        ["up", "--worker", "sklearn=/a/python", "--worker", "sklearn=/b/python",
+         "--worker", "pytorch-2.1=/c/python"]  # fmt: skip
+    )
+    assert args.func(args) == 0
+    assert started[0].workers == [
+        ("sklearn", Path("/a/python")),
+        ("sklearn", Path("/b/python")),
+        ("pytorch-2.1", Path("/c/python")),
+    ]

@@ -60,12 +60,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from .up import UpConfig, run_up
 
     root = Path(args.repo_root) if args.repo_root else _repo_root()
-    workers: dict[str, Path] = {}
+    workers: list[tuple[str, Path]] = []  # a runtime named twice gets two workers
     for item in args.worker or [f"sklearn={root / 'ai-worker/.venv/bin/python'}"]:
         runtime, sep, python = item.partition("=")
         if not sep:
             raise SystemExit(f"--worker wants RUNTIME=PYTHON, got {item!r}")
-        workers[runtime] = Path(python)
+        workers.append((runtime, Path(python)))
     cfg = UpConfig(
         repo_root=root,
         backend_python=Path(args.backend_python or root / "backend/.venv/bin/python"),

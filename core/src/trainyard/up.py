@@ -27,7 +27,8 @@ __all__ = ["UpConfig", "run_up"]
 class UpConfig:
     repo_root: Path
     backend_python: Path
-    workers: dict[str, Path] = field(default_factory=dict)  # runtime -> its env's python
+    # (runtime, its environment's python), one entry per worker process
+    workers: list[tuple[str, Path]] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 8000
     redis_url: str | None = None
@@ -90,7 +91,7 @@ def run_up(cfg: UpConfig) -> int:
             cwd=cfg.repo_root / "backend", env=env,
         )  # fmt: skip
         procs.append(("backend", backend))
-        for runtime, python in cfg.workers.items():
+        for runtime, python in cfg.workers:
             worker_env = {
                 **env,
                 "WORKER_TYPE": runtime,
@@ -102,7 +103,8 @@ def run_up(cfg: UpConfig) -> int:
             procs.append((f"worker {runtime}", worker))
         base = f"http://{cfg.host}:{cfg.port}"
         _wait_http(f"{base}/health", backend, 60)
-        print(f"\nTrainyard is up: API {base}  docs {base}/docs  workers: {', '.join(cfg.workers)}")
+        names = ", ".join(runtime for runtime, _ in cfg.workers)
+        print(f"\nTrainyard is up: API {base}  docs {base}/docs  workers: {names}")
         print("Press Ctrl-C to stop.\n", flush=True)
         while not stopping:
             for name, proc in procs:
