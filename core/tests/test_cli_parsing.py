@@ -257,10 +257,8 @@ def test_up_starts_a_worker_per_flag_even_for_the_same_runtime(
 
     started: list[up.UpConfig] = []
     monkeypatch.setattr(up, "run_up", lambda cfg: started.append(cfg) or 0)
-    args = build_parser().parse_args(
-        ["up", "--worker", "sklearn=/a/python", "--worker", "sklearn=/b/python",
-         "--worker", "pytorch-2.1=/c/python"]  # fmt: skip
-    )
+    flags = ["--worker", "sklearn=/a/python", "--worker", "sklearn=/b/python"]
+    args = build_parser().parse_args(["up", *flags, "--worker", "pytorch-2.1=/c/python"])
     assert args.func(args) == 0
     assert started[0].workers == [
         ("sklearn", Path("/a/python")),
