@@ -24,6 +24,7 @@ from sklearn.svm import SVC
 from sklearn.utils._param_validation import InvalidParameterError
 
 from .base import ModelMeta, TrainContext, TrainRequest, TrainResult, UserError
+from .params import read_csv_rows
 
 __all__ = [
     "MODEL_FILE",
@@ -128,16 +129,7 @@ def _read_csv(
     path: Path, label_column: str | None
 ) -> tuple[list[str], str, np.ndarray, np.ndarray, list[str]]:
     """Returns (feature_names, label_name, X, y, first_row_features_as_text)."""
-    try:
-        # utf-8-sig: spreadsheets often prepend a BOM that would corrupt the first name.
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except UnicodeDecodeError as exc:
-        raise UserError(f"data file is not UTF-8 text: {exc}") from None
-    except csv.Error as exc:
-        raise UserError(f"data file is not valid CSV: {exc}") from None
-    if not rows:
-        raise UserError("data file is empty: expected a header row and data rows")
+    rows = read_csv_rows(path, "a header row and data rows")
     header = [h.strip() for h in rows[0]]
     if len(header) < 2:
         raise UserError("data file needs at least two columns (features and a label)")

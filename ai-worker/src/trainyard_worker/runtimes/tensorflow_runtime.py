@@ -30,6 +30,7 @@ from .base import (
     child_data_root,
     child_device,
 )
+from .params import check_number
 
 __all__ = [
     "ARCHITECTURES",
@@ -150,19 +151,6 @@ class _Config:
     run_eagerly: bool | None  # None: "auto"
 
 
-def _number(
-    hp: dict[str, Any], name: str, default: float, low: float, high: float, integer: bool = False
-) -> Any:
-    value = hp.get(name, default)
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
-        kind = "an integer" if integer else "a number"
-        raise UserError(f"hyperparameters.{name} must be {kind}, got {value!r}")
-    if not low <= value <= high:
-        raise UserError(f"hyperparameters.{name} must be between {low:g} and {high:g}, got {value}")
-    return int(value) if integer else float(value)
-
-
 def _choice(hp: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:
     value = hp.get(name, choices[0])
     if value not in choices:
@@ -189,14 +177,14 @@ def _parse_config(model_type: str, hp: dict[str, Any]) -> _Config:
         )
     return _Config(
         architecture=_choice(hp, "architecture", ARCHITECTURES[model_type]),
-        epochs=_number(hp, "epochs", 10, 1, 1000, integer=True),
-        learning_rate=_number(hp, "learning_rate", 1e-3, 1e-7, 10),
-        batch_size=_number(hp, "batch_size", 32, 1, 4096, integer=True),
-        dropout_rate=_number(hp, "dropout_rate", 0.2, 0, 0.95),
+        epochs=check_number(hp, "epochs", 10, 1, 1000, integer=True),
+        learning_rate=check_number(hp, "learning_rate", 1e-3, 1e-7, 10),
+        batch_size=check_number(hp, "batch_size", 32, 1, 4096, integer=True),
+        dropout_rate=check_number(hp, "dropout_rate", 0.2, 0, 0.95),
         optimizer=_choice(hp, "optimizer", OPTIMIZERS),
         augment=augment,
-        validation_split=_number(hp, "validation_split", 0.2, 0, 0.5),
-        seed=_number(hp, "seed", 42, 0, 2**31 - 1, integer=True),
+        validation_split=check_number(hp, "validation_split", 0.2, 0, 0.5),
+        seed=check_number(hp, "seed", 42, 0, 2**31 - 1, integer=True),
         run_eagerly=None if run_eagerly == "auto" else bool(run_eagerly),
     )
 

@@ -10,7 +10,6 @@ Every problem is a :class:`UserError` that names the field, row or file and the 
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from collections import Counter
@@ -23,6 +22,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from trainyard.datapaths import DataPathError, resolve_data_path
 
 from .base import UserError
+from .params import read_csv_rows
 
 __all__ = [
     "PREDICT_PARAMETERS",
@@ -46,16 +46,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 def read_text_csv(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
     """(texts, labels) from a CSV file with a header row; blank lines are skipped."""
-    try:
-        # utf-8-sig: spreadsheets often prepend a BOM that would corrupt the first name.
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
-    except UnicodeDecodeError as exc:
-        raise UserError(f"data file is not UTF-8 text: {exc}") from None
-    except csv.Error as exc:
-        raise UserError(f"data file is not valid CSV: {exc}") from None
-    if not rows:
-        raise UserError("data file is empty: expected a header row (text,label) and data rows")
+    rows = read_csv_rows(path, "a header row (text,label) and data rows")
     header = [h.strip() for h in rows[0]]
     for role, name in (("text", text_column), ("label", label_column)):
         if name not in header:

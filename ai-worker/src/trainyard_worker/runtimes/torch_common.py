@@ -19,6 +19,7 @@ import numpy.typing as npt
 import torch
 
 from .base import TrainContext, UserError
+from .params import check_number
 
 __all__ = [
     "EpochStats",
@@ -74,25 +75,6 @@ def peak_gpu_memory(device: torch.device) -> dict[str, float]:
     if device.type != "cuda":
         return {}
     return {"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
-
-
-def check_number(
-    params: dict[str, Any],
-    name: str,
-    default: float | int,
-    low: float,
-    high: float,
-    integer: bool = False,
-) -> Any:
-    """``hyperparameters[name]`` checked to be a number in [low, high] (an int if asked)."""
-    value = params.get(name, default)
-    ok_type = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
-        kind = "an integer" if integer else "a number"
-        raise UserError(f"hyperparameters.{name} must be {kind}, got {value!r}")
-    if not low <= value <= high:
-        raise UserError(f"hyperparameters.{name} must be between {low:g} and {high:g}, got {value}")
-    return int(value) if integer else float(value)
 
 
 def softmax(logits: torch.Tensor, temperature: float = 1.0) -> npt.NDArray[np.float32]:
