@@ -8,6 +8,7 @@ from typing import Any
 
 from redis import Redis
 
+from trainyard.consistency import index_problems
 from trainyard.engine import Claim, JobQueue
 from trainyard.testing import wait_for
 from trainyard.types import JobState, JobType, Priority
@@ -74,41 +75,6 @@ def snapshot(queue: JobQueue, job_id: str) -> dict[str, Any]:
 
 def assert_index_invariants(queue: JobQueue) -> None:
     """Every job is in exactly the indexes its hash's state calls for, and no index names
-    a job that is not there."""
-    r: Redis = queue.redis
-    k = queue.keys
-    all_ids = set(r.zrange(k.index_all, 0, -1))
-    hash_ids = {key[len(k.job("")) :] for key in r.scan_iter(match=k.job("*"), count=1000)}
-    assert all_ids == hash_ids, "index:all and the job hashes disagree"
-
-    by_state = {s.value: set(r.zrange(k.index_state(s), 0, -1)) for s in JobState}
-    leases = set(r.zrange(k.leases, 0, -1))
-    delayed = set(r.zrange(k.delayed, 0, -1))
-    expiring = set(r.zrange(k.expiring, 0, -1))
-    ready_keys = list(r.scan_iter(match=k.ready("*"), count=1000))
-    ready = {key[len(k.ready("")) :]: set(r.zrange(key, 0, -1)) for key in ready_keys}
-
-    for job_id in all_ids:
-        job = r.hgetall(k.job(job_id))
-        state = job["state"]
-        holders = [s for s, ids in by_state.items() if job_id in ids]
-        assert holders == [state], f"job {job_id} ({state}) is in state indexes {holders}"
-        assert r.zscore(k.index_state(state), job_id) == float(job["seq"])
-        assert r.zscore(k.index_runtime(job["runtime"]), job_id) is not None
-        assert r.zscore(k.index_type(job["type"]), job_id) is not None
-        in_ready = [rt for rt, ids in ready.items() if job_id in ids]
-        assert in_ready == ([job["runtime"]] if state == "queued" else []), (
-            f"job {job_id} ({state}) is in ready queues {in_ready}"
-        )
-        assert (job_id in leases) == (state == "running"), f"job {job_id} ({state}) leases"
-        assert (job_id in delayed) == (state == "retrying"), f"job {job_id} ({state}) delayed"
-        if job_id in expiring:
-            assert state == "queued" and job["attempt"] == "0", f"job {job_id} expiring"
-        if state == "running":
-            assert r.zscore(k.leases, job_id) == float(job["lease_until"])
-            assert job.get("attempt_id")
-    for state, ids in by_state.items():
-        assert ids <= all_ids, f"index:state:{state} names jobs that do not exist"
-    assert leases <= all_ids and delayed <= all_ids
-    for ids in ready.values():
-        assert ids <= all_ids
+    a job that is not there (``trainyard.consistency``)."""
+    problems = index_problems(queue)
+    assert not problems, "\n".join(problems)

@@ -29,6 +29,7 @@ __all__ = [
     "FinishOutcome",
     "JobPage",
     "JobQueue",
+    "RedriveOutcome",
     "Renewal",
     "backoff_ms",
     "new_job_id",
@@ -79,6 +80,15 @@ class CancelOutcome:
     found: bool
     state: str  # cancelled, running (cancel requested) or the terminal state it had
     changed: bool
+
+
+@dataclass(frozen=True)
+class RedriveOutcome:
+    found: bool
+    redriven: bool  # False: the job is not dead (``state`` says what it is)
+    state: str  # the old job's state
+    new_job_id: str | None  # the job it was (or had already been) redriven to
+    created: bool  # False: it had been redriven before; ``new_job_id`` is that job
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,18 @@ class JobQueue:
         code, state = self._scripts.cancel(keys=[self.keys.job(job_id)], args=[job_id, reason])
         code = int(code)
         return CancelOutcome(found=code != -1, state=str(state), changed=code in (1, 2))
+
+    def redrive(self, job_id: str, reason: str = "redriven") -> RedriveOutcome:
+        """Queue a dead job again as a new job (see ``lua/redrive.lua``); idempotent."""
+        code, value = self._scripts.redrive(
+            keys=[self.keys.job(job_id)], args=[job_id, new_job_id(), reason]
+        )
+        code = int(code)
+        if code == -1:
+            return RedriveOutcome(False, False, "missing", None, False)
+        if code == 0:
+            return RedriveOutcome(True, False, str(value), None, False)
+        return RedriveOutcome(True, True, "dead", str(value), code == 1)
 
     # -- the worker's side -----------------------------------------------------------
 

@@ -21,6 +21,7 @@ SCRIPT_NAMES = (
     "cancel",
     "reap",
     "release",
+    "redrive",
     "heartbeat",
 )
 
@@ -46,4 +47,5 @@ class Scripts:
     cancel: Script
     reap: Script
     release: Script
+    redrive: Script
     heartbeat: Script

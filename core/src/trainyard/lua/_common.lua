@@ -58,3 +58,25 @@ local function expire(id, seq, now)
   move_state(id, seq, 'queued', 'failed')
   state_event(id, 'failed', {reason = 'expired'})
 end
+
+-- Create a queued job: its hash (the submission's own `fields`, then the lifecycle
+-- fields), its place in every index and its ready queue, and a wake-up for its runtime.
+-- Returns the job's sequence number.
+local function insert_job(id, fields, runtime, job_type, rank, expires_at, idem_key, now)
+  local seq = redis.call('INCR', K.seq)
+  for name, value in pairs(fields) do
+    redis.call('HSET', K.job(id), name, tostring(value))
+  end
+  redis.call('HSET', K.job(id),
+    'id', id, 'type', job_type, 'runtime', runtime, 'rank', rank, 'seq', seq,
+    'state', 'queued', 'attempt', 0, 'stalls', 0, 'cancel_requested', 0,
+    'created_at', now, 'expires_at', expires_at, 'idempotency_key', idem_key)
+  redis.call('ZADD', K.index_all, seq, id)
+  redis.call('ZADD', K.index_state('queued'), seq, id)
+  redis.call('ZADD', K.index_runtime(runtime), seq, id)
+  redis.call('ZADD', K.index_type(job_type), seq, id)
+  redis.call('ZADD', K.ready(runtime), ready_score(rank, seq), id)
+  if tonumber(expires_at) > 0 then redis.call('ZADD', K.expiring, expires_at, id) end
+  wake(runtime)
+  return seq
+end

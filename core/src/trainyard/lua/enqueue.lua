@@ -23,28 +23,11 @@ if idem_key ~= '' then
 end
 
 local now = now_ms()
-local seq = redis.call('INCR', K.seq)
 local expires_at = 0
 if queue_ttl > 0 then expires_at = now + queue_ttl end
-
-local fields = cjson.decode(ARGV[8])
-for name, value in pairs(fields) do
-  redis.call('HSET', KEYS[1], name, tostring(value))
-end
-redis.call('HSET', KEYS[1],
-  'id', id, 'type', job_type, 'runtime', runtime, 'rank', rank, 'seq', seq,
-  'state', 'queued', 'attempt', 0, 'stalls', 0, 'cancel_requested', 0,
-  'created_at', now, 'expires_at', expires_at, 'idempotency_key', idem_key)
-
-redis.call('ZADD', K.index_all, seq, id)
-redis.call('ZADD', K.index_state('queued'), seq, id)
-redis.call('ZADD', K.index_runtime(runtime), seq, id)
-redis.call('ZADD', K.index_type(job_type), seq, id)
+insert_job(id, cjson.decode(ARGV[8]), runtime, job_type, rank, expires_at, idem_key, now)
 if idem_key ~= '' then
   redis.call('SET', K.idem(idem_key), id, 'EX', idem_ttl)
 end
-redis.call('ZADD', K.ready(runtime), ready_score(rank, seq), id)
-if expires_at > 0 then redis.call('ZADD', K.expiring, expires_at, id) end
-wake(runtime)
 state_event(id, 'queued', {})
 return {1, id}
