@@ -21,7 +21,8 @@
 #      named by a hash of its pins), reached through the stable link var/envs/RUNTIME that
 #      the units run
 #   3. the sample data in ./data (python -m trainyard.sample_data; writes only what is missing)
-#   4. as root: /etc/trainyard/trainyard.env from deploy/trainyard.env.example, if missing
+#   4. as root: /etc/trainyard/trainyard.env from deploy/trainyard.env.example, if missing,
+#      and /etc/trainyard/api-keys with one random API key, if missing (keys are on)
 #   5. as root with systemd: /etc/systemd/system/ai-backend.service, ai-worker.service and
 #      ai-worker@.service from deploy/systemd/ (@REPO@, @USER@, @GROUP@ filled in), then
 #      daemon-reload
@@ -32,6 +33,7 @@ export UV_PYTHON_DOWNLOADS=never
 WORKERS="${WORKERS:-sklearn}"
 ENV_DIR=/etc/trainyard
 ENV_FILE=$ENV_DIR/trainyard.env
+KEYS_FILE=$ENV_DIR/api-keys
 UNIT_DIR=/etc/systemd/system
 UNITS=(ai-backend ai-worker ai-worker@)
 # The services' worker environments: in the clone (readable by the service user wherever
@@ -141,6 +143,7 @@ if [ "$(id -u)" -ne 0 ]; then
   say "not root: these steps need root; run 'sudo $0' to do them, or by hand:"
   echo "  sudo install -d -m 0755 $ENV_DIR"
   echo "  [ -e $ENV_FILE ] || sed 's|@REPO@|$REPO_ROOT|g' $REPO_ROOT/deploy/trainyard.env.example | sudo install -m 0640 -g $GROUP_NAME /dev/stdin $ENV_FILE"
+  echo "  [ -e $KEYS_FILE ] || python3 -c 'import secrets; print(secrets.token_urlsafe(32))' | sudo install -m 0640 -g $GROUP_NAME /dev/stdin $KEYS_FILE"
   for unit in "${UNITS[@]}"; do
     echo "  sed -e 's|@REPO@|$REPO_ROOT|g' -e 's|@USER@|$USER_NAME|g' -e 's|@GROUP@|$GROUP_NAME|g' $REPO_ROOT/deploy/systemd/$unit.service | sudo install -m 0644 /dev/stdin $UNIT_DIR/$unit.service"
   done
@@ -159,6 +162,16 @@ else
   chmod 0640 "$ENV_FILE.tmp"
   mv "$ENV_FILE.tmp" "$ENV_FILE"
   say "wrote $ENV_FILE (edit REDIS_URL and the rest there)"
+fi
+# The API key file the env file names (REQUIRE_API_KEYS=true: no key, no backend).
+if [ -e "$KEYS_FILE" ]; then
+  say "$KEYS_FILE exists: kept"
+else
+  python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$KEYS_FILE.tmp"
+  chown "root:$GROUP_NAME" "$KEYS_FILE.tmp"
+  chmod 0640 "$KEYS_FILE.tmp"
+  mv "$KEYS_FILE.tmp" "$KEYS_FILE"
+  say "wrote $KEYS_FILE with a new API key: clients send it as 'Authorization: Bearer <key>'"
 fi
 
 # 5: the units.

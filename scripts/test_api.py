@@ -7,13 +7,15 @@ Standard library only, so it runs with any Python 3. It submits every training e
 from the README; those whose runtime has a live worker run to the end and the inference
 examples then use the models they registered. Jobs for runtimes with no live worker are
 reported with the reason they wait, and cancelled (pass --keep to leave them queued).
-Exit code 0 when every job that could run succeeded.
+Exit code 0 when every job that could run succeeded. When the backend has API keys on,
+set TRAINYARD_API_KEY: it is sent as a bearer token.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -87,9 +89,10 @@ TERMINAL = {"succeeded", "failed", "cancelled", "dead"}
 
 def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"}
+    if os.environ.get("TRAINYARD_API_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['TRAINYARD_API_KEY']}"
+    req = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=330) as reply:
             return reply.status, json.loads(reply.read() or b"null")

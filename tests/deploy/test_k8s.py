@@ -137,6 +137,23 @@ def test_k8s_backend_service_and_probes(k8s_docs: list[dict[str, Any]]) -> None:
         assert get["path"] == "/health" and get["port"] in ports
 
 
+def test_k8s_backend_requires_api_keys_from_a_secret(k8s_docs: list[dict[str, Any]]) -> None:
+    """Production: keys on, read from a mounted Secret; /health (the probes) stays open."""
+    deployment = _of_kind(k8s_docs, "Deployment")["trainyard-backend"]
+    (container,) = _containers(deployment)
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert env["REQUIRE_API_KEYS"] == "true"
+    keys_file = env["API_KEYS_FILE"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    mounts = [m for m in container["volumeMounts"] if keys_file.startswith(m["mountPath"] + "/")]
+    assert len(mounts) == 1 and mounts[0]["readOnly"] is True
+    secret = volumes[mounts[0]["name"]]["secret"]
+    assert secret["secretName"] == "trainyard-api-keys"
+    assert keys_file.rsplit("/", 1)[1] == "keys"  # the Secret's key DEPLOYMENT.md creates
+    docs = (REPO / "docs/DEPLOYMENT.md").read_text()
+    assert "kubectl -n trainyard create secret generic trainyard-api-keys" in docs
+
+
 @pytest.mark.parametrize("runtime", sorted(RUNTIMES))
 def test_k8s_every_runtime_has_a_worker_deployment(
     k8s_docs: list[dict[str, Any]], runtime: str

@@ -22,7 +22,15 @@ SYSTEMD = REPO / "deploy" / "systemd"
 ENV_EXAMPLE = REPO / "deploy" / "trainyard.env.example"
 # Settings the example env file deliberately sets to something other than the built-in
 # default (relative defaults do not work under systemd; the worker's runtime is required).
-ENV_EXAMPLE_OVERRIDES = {"DATA_ROOT", "MODEL_STORE", "WORK_DIR", "WORKER_TYPE", "MODEL_FRAMEWORK"}
+ENV_EXAMPLE_OVERRIDES = {
+    "DATA_ROOT",
+    "MODEL_STORE",
+    "WORK_DIR",
+    "WORKER_TYPE",
+    "MODEL_FRAMEWORK",
+    "REQUIRE_API_KEYS",  # production: API keys on
+    "API_KEYS_FILE",
+}
 RUN_LOCAL_VARS = set(re.findall(r"\$\{(\w+):-", (REPO / "scripts/run_local.sh").read_text()))
 
 
@@ -184,14 +192,27 @@ def test_env_example_values_are_the_defaults_and_parse() -> None:
     assert RUNTIMES[active["WORKER_TYPE"]].extra in EXTRAS
 
 
-def test_env_example_is_accepted_by_the_backend_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_example_is_accepted_by_the_backend_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from pydantic import ValidationError
+
     from trainyard_api.config import Settings
 
     active, _ = _env_example()
+    assert active["REQUIRE_API_KEYS"] == "true"  # keys are on in production
     for name, value in active.items():
         monkeypatch.setenv(name, value.replace("@REPO@", str(REPO)))
+    # Without the key file setup_dev.sh writes, the backend refuses to start (fails closed).
+    monkeypatch.setenv("API_KEYS_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match="api_keys_file"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    keys = tmp_path / "api-keys"
+    keys.write_text("Zm9vYmFyYmF6cXV4cXV1eHF1dXpxdXV6\n")  # what setup_dev.sh writes: one key
+    monkeypatch.setenv("API_KEYS_FILE", str(keys))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.data_root == REPO / "data"
+    assert len(settings.api_keys) == 1
 
 
 def _fake_repo(tmp_path: Path) -> Path:

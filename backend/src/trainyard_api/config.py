@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -14,7 +15,10 @@ class Settings(BaseSettings):
     """Every knob of the API. Environment variable names are the field names in upper case
     (``REDIS_URL``, ``DATA_ROOT``, ...)."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a refused setting must not print the API keys it was given.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="the Redis (or Valkey) server holding the queue"
@@ -66,6 +70,54 @@ class Settings(BaseSettings):
         description="threads for sync routes; each open event stream or ?wait= holds one while "
         "it blocks on Redis (AnyIO's default is 40)",
     )
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys, comma-separated (API_KEYS=key1,key2). With at least one key (here "
+        "or in api_keys_file), every route except /health and the docs needs one; none: the API "
+        "is open (the local default)",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="a file with more API keys, one per line ('#' comments), e.g. a mounted "
+        "secret; read once at start",
+    )
+    require_api_keys: bool = Field(
+        False,
+        description="refuse to start without an API key (the production configurations set it, "
+        "so a missing secret fails closed instead of leaving the API open)",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _load_keys(self) -> Settings:
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ValueError(f"api_keys_file: cannot read it: {exc.strerror}") from exc
+            extra = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            self.api_keys = [*self.api_keys, *(SecretStr(k) for k in extra)]
+        for key in self.api_keys:
+            plain = key.get_secret_value()
+            # A short key can be guessed; whitespace is a copy-paste accident.
+            if len(plain) < 16 or any(c.isspace() for c in plain):
+                raise ValueError(
+                    "api_keys: every key must be at least 16 characters without spaces "
+                    "(make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
+        if self.require_api_keys and not self.api_keys:
+            raise ValueError(
+                "require_api_keys is set but no API key is configured: set API_KEYS or "
+                "API_KEYS_FILE"
+            )
+        return self
 
     @field_validator("data_root")
     @classmethod
