@@ -42,6 +42,7 @@ from trainyard.types import FailureKind, JobState
 from trainyard_api.app import create_app
 from trainyard_api.config import Settings
 from trainyard_api.errors import CODES, ErrorResponse
+from trainyard_api.routes.dead_letters import DeadLetterList, RedriveAllResult
 from trainyard_api.routes.events import Logs
 from trainyard_api.routes.health import Health
 from trainyard_api.routes.jobs import JobList
@@ -89,6 +90,8 @@ RESPONSE_MODELS: dict[str, type[BaseModel]] = {
         Health,
         ErrorResponse,
         RoutingTable,
+        DeadLetterList,
+        RedriveAllResult,
     )
 }
 TEXT_TAGS = {"sse", "metrics"}

@@ -231,6 +231,43 @@ def test_cancel_reports_what_happened(capsys: pytest.CaptureFixture[str]) -> Non
     assert "cancel requested" in capsys.readouterr().out
 
 
+def test_dead_letters_lists_dead_jobs_with_their_error(capsys: pytest.CaptureFixture[str]) -> None:
+    dead = _status("j9", "dead", attempt=3, max_attempts=3, error="worker lost", error_kind="lost")
+    api = Recorder({("GET", "/dead-letters"): {"jobs": [dead], "next_cursor": None}})
+    assert _run(api, "dead-letters", "--runtime", "sklearn", "--not-redriven") == 0
+    out = capsys.readouterr().out
+    assert "j9" in out and "dead" in out and "3/3" in out
+    params = api.requests[0].url.params
+    assert params["runtime"] == "sklearn" and params["redriven"] == "false"
+
+
+def test_redrive_one_job_or_all_matching(capsys: pytest.CaptureFixture[str]) -> None:
+    api = Recorder(
+        {
+            ("POST", "/jobs/j9/redrive"): _status("n1", "queued", redriven_from="j9"),
+            ("POST", "/dead-letters/redrive"): {
+                "redriven": [{"job_id": "j9", "new_job_id": "n1"}],
+                "more": True,
+            },
+        }
+    )
+    assert _run(api, "redrive", "j9") == 0
+    assert "job j9 redriven as job n1" in capsys.readouterr().out
+    assert _run(api, "redrive", "--all", "--error-kind", "lost", "--limit", "5") == 0
+    assert api.body(1) == {"error_kind": "lost", "limit": 5}
+    out = capsys.readouterr().out
+    assert "1 dead job redriven (more are left: run it again)" in out
+    assert _run(api, "redrive", "j9", "--runtime", "sklearn") == 2
+    assert "go with --all" in capsys.readouterr().err
+
+
+def test_redrive_of_a_job_that_is_not_dead_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    message = "job 'j1' is queued, not dead: only dead jobs are redriven"
+    api = Recorder({("POST", "/jobs/j1/redrive"): _error(409, message, "job_id")})
+    assert _run(api, "redrive", "j1") == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
 # -- errors ----------------------------------------------------------------------------
 
 

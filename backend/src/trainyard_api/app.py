@@ -5,18 +5,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from trainyard.connection import connect
 from trainyard.engine import JobQueue
 from trainyard.keys import KeySchema
 
+from .auth import OPEN_PATHS, ApiKeyAuth, KeyRing
 from .config import Settings
-from .errors import install_error_handlers
+from .errors import error_responses, install_error_handlers
 from .limits import BodySizeLimit
-from .routes import events, health, jobs, metrics, models, queues, workers
+from .routes import dead_letters, events, health, jobs, metrics, models, queues, workers
 
 __all__ = ["app", "create_app"]
 
@@ -29,12 +32,15 @@ run them.
   job id. Follow it with `GET /jobs/{job_id}/status`, or live with `GET /jobs/{job_id}/events`.
 * A job no live worker can run is accepted; its `waiting_reason` says why it waits. A job no
   runtime could ever run is refused with 422.
+* With API keys configured (`API_KEYS`), every route except `/health` and the docs needs
+  `Authorization: Bearer <key>` (or `X-API-Key: <key>`); without a valid one: 401.
 * Every error answers `{"error": {"status", "code", "message", "details": [{"field",
   "reason"}]}}`.
 """
 
 TAGS = [
     {"name": "jobs", "description": "Submit, follow, list and cancel jobs"},
+    {"name": "dead letters", "description": "Jobs out of attempts, and redriving them"},
     {"name": "models", "description": "Models registered by successful training jobs"},
     {"name": "workers", "description": "Live workers and what they serve"},
     {"name": "queues", "description": "Queue depths per runtime"},
@@ -72,9 +78,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = None
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (jobs, events, models, workers, queues, health, metrics):
+    keys = KeyRing(k.get_secret_value() for k in settings.api_keys)
+    if keys:
+        # Added last, so it runs first: a refused request reaches nothing else.
+        app.add_middleware(ApiKeyAuth, keys=keys)
+    for module in (jobs, events, dead_letters, models, workers, queues, health, metrics):
         app.include_router(module.router)
+    if keys:
+        app.openapi = lambda: _openapi_with_keys(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_keys(app: FastAPI) -> dict[str, Any]:
+    """The schema, saying that every operation but the open ones needs a key (and may 401)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            tags=app.openapi_tags,
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an API key"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        unauthorized = error_responses(401)[401]
+        for path, operations in schema.get("paths", {}).items():
+            if path in OPEN_PATHS:
+                continue
+            for operation in operations.values():
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+                operation.setdefault("responses", {})["401"] = {
+                    "description": unauthorized["description"],
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorResponse"}
+                        }
+                    },
+                }
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 app = create_app()

@@ -179,6 +179,19 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, (ValueError, RecursionError)):
+        # FastAPI answers a body it cannot decode (not UTF-8, nested past Python's
+        # recursion limit, an integer past Python's 4300-digit limit) with a bare 400. It
+        # is malformed JSON like any other: the same documented 422 that names the body.
+        if isinstance(cause, UnicodeDecodeError):
+            why = "it is not UTF-8"
+        elif isinstance(cause, RecursionError):
+            why = "nested too deep"
+        else:
+            why = "a number has too many digits" if "digits" in str(cause) else str(cause)[:200]
+        reason = f"the body is not valid JSON: {why}"
+        return _respond(422, f"body: {reason}", [("body", reason)])
     message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     return _respond(exc.status_code, message, headers=getattr(exc, "headers", None))
 

@@ -23,6 +23,7 @@ from trainyard.types import TERMINAL_STATES, JobState
 from .config import Settings
 
 __all__ = [
+    "absent_not_null",
     "job_record",
     "job_status",
     "live_runtimes",
@@ -34,6 +35,17 @@ __all__ = [
 _WAITING_STATES = {JobState.QUEUED.value, JobState.RETRYING.value}
 _TERMINAL = {s.value for s in TERMINAL_STATES}
 _STATUS_FIELDS = set(JobStatus.model_fields)
+
+
+def absent_not_null(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` for an optional header: document the value's own schema only.
+
+    FastAPI documents ``str | None`` as "a string or null", but a header is sent or not:
+    there is no null header, and a client that believes the schema sends the text "null"."""
+    branches = [b for b in schema.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        del schema["anyOf"]
+        schema.update(branches[0])
 
 
 def live_runtimes(queue: JobQueue, settings: Settings) -> set[str]:

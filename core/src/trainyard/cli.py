@@ -35,11 +35,13 @@ from .cli_commands import (
     EXIT_OK,
     UsageError,
     cmd_cancel,
+    cmd_dead_letters,
     cmd_jobs,
     cmd_logs,
     cmd_model,
     cmd_models,
     cmd_queues,
+    cmd_redrive,
     cmd_status,
     cmd_submit_inference,
     cmd_submit_training,
@@ -254,6 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--type", help="training or inference")
     jobs.add_argument("--limit", type=_positive(int), default=50)
     jobs.set_defaults(func=cmd_jobs, api=True)
+
+    dead = sub.add_parser(
+        "dead-letters", parents=[common], help="dead jobs (out of attempts), newest first"
+    )
+    dead.add_argument("--runtime", help="e.g. sklearn")
+    dead.add_argument("--type", help="training or inference")
+    dead.add_argument("--not-redriven", action="store_true", help="only those not redriven yet")
+    dead.add_argument("--limit", type=_positive(int), default=50)
+    dead.set_defaults(func=cmd_dead_letters, api=True)
+
+    redrive = sub.add_parser("redrive", parents=[common], help="run dead jobs again, as new jobs")
+    which = redrive.add_mutually_exclusive_group(required=True)
+    which.add_argument("job_id", nargs="?", help="one dead job")
+    which.add_argument("--all", action="store_true", help="every dead job matching the filters")
+    redrive.add_argument("--runtime", help="with --all: only this runtime")
+    redrive.add_argument("--type", help="with --all: training or inference")
+    redrive.add_argument("--error-kind", help="with --all: e.g. lost, killed, crashed")
+    redrive.add_argument(
+        "--limit", type=_positive(int), default=100, help="with --all: at most this many"
+    )
+    redrive.set_defaults(func=cmd_redrive, api=True)
 
     models = sub.add_parser("models", parents=[common], help="the model registry")
     models.set_defaults(func=cmd_models, api=True)

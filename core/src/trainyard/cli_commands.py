@@ -25,11 +25,13 @@ __all__ = [
     "EXIT_OK",
     "UsageError",
     "cmd_cancel",
+    "cmd_dead_letters",
     "cmd_jobs",
     "cmd_logs",
     "cmd_model",
     "cmd_models",
     "cmd_queues",
+    "cmd_redrive",
     "cmd_status",
     "cmd_submit_inference",
     "cmd_submit_training",
@@ -329,6 +331,44 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
         _print_json({"jobs": jobs})
     else:
         _out(render.table(render.JOB_COLUMNS, render.job_rows(jobs), empty="no jobs"))
+    return EXIT_OK
+
+
+def cmd_dead_letters(client: Client, args: argparse.Namespace) -> int:
+    jobs = client.dead_letters(
+        runtime=args.runtime,
+        job_type=args.type,
+        redriven=False if args.not_redriven else None,
+        limit=args.limit,
+    )
+    if args.json:
+        _print_json({"jobs": jobs})
+    else:
+        _out(render.table(render.JOB_COLUMNS, render.job_rows(jobs), empty="no dead jobs"))
+    return EXIT_OK
+
+
+def cmd_redrive(client: Client, args: argparse.Namespace) -> int:
+    if not args.all:
+        if args.runtime or args.type or args.error_kind:
+            raise UsageError("--runtime, --type and --error-kind go with --all")
+        new = client.job(args.job_id).redrive()
+        if args.json:
+            _print_json(new.status())
+        else:
+            _out(f"job {args.job_id} redriven as job {new.id}")
+        return EXIT_OK
+    done = client.redrive_dead_letters(
+        runtime=args.runtime, job_type=args.type, error_kind=args.error_kind, limit=args.limit
+    )
+    if args.json:
+        _print_json(done)
+        return EXIT_OK
+    for pair in done.get("redriven", []):
+        _out(f"job {pair['job_id']} redriven as job {pair['new_job_id']}")
+    count = len(done.get("redriven", []))
+    more = " (more are left: run it again)" if done.get("more") else ""
+    _out(f"{count} dead job{'s' if count != 1 else ''} redriven{more}")
     return EXIT_OK
 
 

@@ -111,6 +111,12 @@ class JobHandle:
         """Cancel the job; a 409 (it already ended) raises :class:`TrainyardError`."""
         return self._client._request("POST", f"/jobs/{self.id}/cancel")
 
+    def redrive(self) -> JobHandle:
+        """Run this dead job again as a new job (the same one if it was redriven before);
+        a job that is not dead raises :class:`TrainyardError` (409)."""
+        status = self._client._request("POST", f"/jobs/{self.id}/redrive")
+        return JobHandle(self._client, str(status["job_id"]), status)
+
     def logs(self, after: str = "0", limit: int = 1000) -> list[dict[str, Any]]:
         body = self._client._get(f"/jobs/{self.id}/logs", params={"after": after, "limit": limit})
         return list(body.get("lines", []))
@@ -278,19 +284,41 @@ class Client:
         limit: int = 50,
     ) -> list[dict[str, Any]]:
         """Up to ``limit`` jobs, newest first, following the API's cursor pages."""
+        params = {"state": state, "runtime": runtime, "job_type": job_type}
+        return self._pages("/jobs", params, limit)
+
+    def dead_letters(
+        self,
+        runtime: str | None = None,
+        job_type: str | None = None,
+        redriven: bool | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` dead jobs (out of attempts), newest first."""
+        params = {"runtime": runtime, "job_type": job_type, "redriven": redriven}
+        return self._pages("/dead-letters", params, limit)
+
+    def redrive_dead_letters(
+        self,
+        runtime: str | None = None,
+        job_type: str | None = None,
+        error_kind: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """Redrive the dead jobs not redriven yet that match; ``{"redriven", "more"}``."""
+        body = _drop_none(
+            {"runtime": runtime, "job_type": job_type, "error_kind": error_kind, "limit": limit}
+        )
+        return self._request("POST", "/dead-letters/redrive", json=body)
+
+    def _pages(self, path: str, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         cursor: str | None = None
         while len(found) < limit:
             params = _drop_none(
-                {
-                    "state": state,
-                    "runtime": runtime,
-                    "job_type": job_type,
-                    "cursor": cursor,
-                    "limit": min(limit - len(found), 200),
-                }
+                {**filters, "cursor": cursor, "limit": min(limit - len(found), 200)}
             )
-            page = self._get("/jobs", params=params)
+            page = self._get(path, params=params)
             found.extend(page.get("jobs", []))
             cursor = page.get("next_cursor")
             if not cursor:

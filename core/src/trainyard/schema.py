@@ -4,11 +4,20 @@ job, model and worker records as the API returns them."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
+from .routing import MODEL_TYPES, RUNTIMES
 from .types import FailureKind, JobState, JobType, Priority
 
 __all__ = [
@@ -34,6 +43,30 @@ MAX_BATCH = 1024
 MAX_INPUT_CHARS = 8_000_000  # a base64 image of a few MB
 
 
+# What _check_flat_mapping enforces, said in the OpenAPI schema: without it the schema calls
+# any object valid and clients (and fuzzers) learn the limits only from a 422.
+FLAT_MAPPING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": MAX_HYPERPARAMETERS,
+    "propertyNames": {"maxLength": 64},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "maxLength": 1024},
+            {"type": ["number", "boolean", "null"]},
+            {"type": "array", "maxItems": 64, "items": {"type": ["string", "number", "boolean"]}},
+        ]
+    },
+}
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_flat_mapping(value: dict[str, Any], what: str) -> dict[str, Any]:
     if len(value) > MAX_HYPERPARAMETERS:
         raise ValueError(f"at most {MAX_HYPERPARAMETERS} {what} are allowed")
@@ -52,41 +85,130 @@ def _check_flat_mapping(value: dict[str, Any], what: str) -> dict[str, Any]:
             )
         if isinstance(item, str) and len(item) > 1024:
             raise ValueError(f"{what} {name!r} is longer than 1024 characters")
+        # JSON's \ud800 escapes parse to lone surrogates, which typed str fields refuse but
+        # these free-form values would keep: stored, the job could no longer be sent as
+        # UTF-8 (GET /jobs/{id} answered 500).
+        texts = [name, *(x for x in (item if isinstance(item, list) else [item]))]
+        if not all(_is_unicode(x) for x in texts if isinstance(x, str)):
+            raise ValueError(f"{what} {name!r} holds a lone surrogate (not valid Unicode)")
+        # Python's JSON parser takes NaN, Infinity and 1e400 (= inf); no runtime can use
+        # them, and a stored NaN would not even survive as JSON.
+        numbers = item if isinstance(item, list) else [item]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in numbers):
+            raise ValueError(f"{what} {name!r} must be a finite number, got {item!r}")
     return value
+
+
+# ECMA-262 (JSON Schema) regex: no NUL anywhere. Added to every string in the request
+# schemas (see _document_no_nul) so clients and fuzzers know what _no_nul_bytes refuses.
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+
+
+def _document_no_nul(schema: dict[str, Any]) -> None:
+    """Put ``NO_NUL_PATTERN`` on each string of a request schema that has no pattern or
+    enum of its own (``pattern`` constrains strings only, so a union is fine)."""
+
+    def visit(node: Any, names: bool = False) -> None:
+        if isinstance(node, list):
+            for item in node:
+                visit(item)
+        if not isinstance(node, dict):
+            return
+        kind = node.get("type")
+        is_text = kind == "string" or (isinstance(kind, list) and "string" in kind)
+        if (is_text or names) and "pattern" not in node and "enum" not in node:
+            node["pattern"] = NO_NUL_PATTERN
+        for key, value in node.items():
+            visit(value, names=key == "propertyNames")
+
+    visit(schema)
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    """Where in ``value`` (strings, dict keys and values, lists) a NUL byte is, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _nul_at(key, f"{path} (a name)") or _nul_at(item, f"{path}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _nul_at(item, f"{path}.{i}")
+            if found:
+                return found
+    return None
 
 
 class _JobOptions(BaseModel):
     """Options every job takes beyond the seed's fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document_no_nul)
 
     priority: Priority = Field(
         Priority.NORMAL, description="high, normal or low; FIFO within a level"
     )
+    # strict: a JSON number only (lax mode would take true as 1 and "5" as 5).
     max_attempts: int | None = Field(
-        None, ge=1, le=20, description="attempts before the job is dead (default per job type)"
+        None,
+        ge=1,
+        le=20,
+        strict=True,
+        description="attempts before the job is dead (default per job type)",
     )
     timeout_s: float | None = Field(
-        None, gt=0, le=7 * 86400, description="run timeout of one attempt, seconds"
+        None, gt=0, le=7 * 86400, strict=True, description="run timeout of one attempt, seconds"
     )
     queue_ttl_s: float | None = Field(
-        None, gt=0, le=30 * 86400, description="fail the job if it waits longer than this to start"
+        None,
+        gt=0,
+        le=30 * 86400,
+        strict=True,
+        description="fail the job if it waits longer than this to start",
     )
     idempotency_key: Identifier | None = Field(
         None, description="submitting the same key again returns the same job"
     )
 
+    @field_validator("max_attempts", mode="before")
+    @classmethod
+    def _integral_float(cls, value: Any) -> Any:
+        # JSON Schema (and so the OpenAPI schema) counts 3.0 as an integer, and some JSON
+        # encoders write whole floats that way; strict mode alone would refuse it.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_bytes(cls, value: Any, info: ValidationInfo) -> Any:
+        # A NUL byte is never meaningful in any field; C-level consumers (paths, CSV
+        # parsers, tokenizers, logs) each treat it differently, so it is refused up front.
+        where = _nul_at(value, str(info.field_name))
+        if where is not None:
+            raise ValueError(f"{where} contains a NUL byte")
+        return value
+
 
 class TrainingJobRequest(_JobOptions):
-    model_type: ShortText = Field(..., examples=["random_forest"])
+    # The enums document what routing accepts (anything else is refused with a 422 that
+    # lists them); validation stays with routing, whose messages say more.
+    model_type: ShortText = Field(
+        ..., examples=["random_forest"], json_schema_extra={"enum": [*sorted(MODEL_TYPES)]}
+    )
     data_path: Annotated[str, StringConstraints(min_length=1, max_length=1024)] = Field(
         ..., examples=["/data/tabular_data.csv"], description="a path inside the data root"
     )
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    hyperparameters: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra=FLAT_MAPPING_SCHEMA
+    )
     description: Annotated[str, StringConstraints(max_length=4096)] = ""
-    requires_gpu: bool = False
+    requires_gpu: bool = Field(False, strict=True, description="true or false (JSON booleans)")
     framework_override: ShortText | None = Field(
-        None, description="a runtime name, e.g. sklearn, pytorch-2.1, tensorflow"
+        None,
+        description="a runtime name, e.g. sklearn, pytorch-2.1, tensorflow",
+        json_schema_extra={"enum": [*RUNTIMES, None]},
     )
     model_name: Identifier | None = Field(
         None, description="model_id to register the trained model under (default: generated)"
@@ -115,7 +237,7 @@ class InferenceJobRequest(_JobOptions):
             Field(min_length=1, max_length=MAX_BATCH),
         ]
     ) = Field(..., examples=["5.1,3.5,1.4,0.2"], description="one input, or a list (a batch)")
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] = Field(default_factory=dict, json_schema_extra=FLAT_MAPPING_SCHEMA)
 
     @field_validator("parameters")
     @classmethod
@@ -151,6 +273,12 @@ class JobStatus(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     retry_at: datetime | None = None
+    redriven_from: str | None = Field(
+        None, description="the dead job this one was redriven from (POST /jobs/{id}/redrive)"
+    )
+    redriven_to: str | None = Field(
+        None, description="a dead job's redrive: the new job that runs it again"
+    )
 
 
 class JobRecord(JobStatus):
@@ -189,6 +317,8 @@ def job_from_hash(h: dict[str, str], waiting_reason: str | None = None) -> JobRe
         started_at=ms_to_datetime(h.get("started_at")),
         finished_at=ms_to_datetime(h.get("finished_at")),
         retry_at=ms_to_datetime(h.get("retry_at")) if h.get("state") == "retrying" else None,
+        redriven_from=h.get("redriven_from") or None,
+        redriven_to=h.get("redriven_to") or None,
         request=json.loads(h.get("request", "{}")),
         worker_id=h.get("worker_id") or None,
         attempt_id=h.get("attempt_id") or None,

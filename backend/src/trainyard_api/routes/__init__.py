@@ -1,5 +1,5 @@
 """The API's routers, one module per resource."""
 
-from . import events, health, jobs, metrics, models, queues, workers
+from . import dead_letters, events, health, jobs, metrics, models, queues, workers
 
-__all__ = ["events", "health", "jobs", "metrics", "models", "queues", "workers"]
+__all__ = ["dead_letters", "events", "health", "jobs", "metrics", "models", "queues", "workers"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
@@ -16,12 +16,37 @@ from trainyard.types import TERMINAL_STATES
 
 from ..deps import JobDep, QueueDep, SettingsDep
 from ..errors import error_responses
+from ..service import absent_not_null
 
-__all__ = ["LogLine", "Logs", "router"]
+__all__ = ["EVENT_SCHEMA", "LogLine", "Logs", "router"]
 
 router = APIRouter(tags=["jobs"])
 
-STREAM_ID = r"^(0|[0-9]{1,20}-[0-9]{1,20})$"
+# Both parts of a stream id are unsigned 64-bit numbers to Redis. 19 digits always fit; a
+# 20th could overflow, and Redis would refuse the id only once the stream had started.
+STREAM_ID = r"^(0|[0-9]{1,19}-[0-9]{1,19})$"
+
+# In OpenAPI 3.1 the `schema` of `text/event-stream` describes ONE event, as its fields (a
+# plain "string" here would say every event is a string, which no event is). The stream
+# opens with a record that only sets `retry`; every other one has `id`, `event`, `data`.
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": r"^[0-9]+-[0-9]+$", "description": "resume point"},
+        "event": {
+            "type": "string",
+            "description": "the kind: state, progress, log, cancel_requested, redriven",
+        },
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"type": "object"},
+            "description": "the event as a JSON object (a state event has `state`)",
+        },
+        "retry": {"type": "integer", "minimum": 0, "description": "reconnect delay, ms"},
+    },
+    "additionalProperties": False,
+}
 _TERMINAL = {s.value for s in TERMINAL_STATES}
 
 
@@ -66,7 +91,7 @@ def _stream(queue: JobQueue, job_id: str, after: str, block_s: float) -> Iterato
     response_model=None,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
             "description": "`id:`/`event:`/`data:` records (kinds: state, progress, log, "
             "cancel_requested); the stream ends after the job's final state",
         },
@@ -81,7 +106,10 @@ def job_events(
     after: Annotated[
         str | None, Query(pattern=STREAM_ID, description="resume after this event id")
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=STREAM_ID)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", pattern=STREAM_ID, json_schema_extra=absent_not_null),
+    ] = None,
 ) -> StreamingResponse:
     start = last_event_id or after or "0"
     return StreamingResponse(

@@ -23,9 +23,15 @@ from ..config import Settings
 from ..deps import JobDep, JobIdPath, QueueDep, SettingsDep
 from ..errors import ApiError, error_responses
 from ..examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
-from ..service import job_record, job_status, live_runtimes, wait_for_terminal
+from ..service import (
+    absent_not_null,
+    job_record,
+    job_status,
+    live_runtimes,
+    wait_for_terminal,
+)
 
-__all__ = ["JobList", "router"]
+__all__ = ["JobList", "RuntimeQuery", "router"]
 
 router = APIRouter(tags=["jobs"])
 
@@ -35,6 +41,17 @@ IdempotencyHeader = Annotated[
         alias="Idempotency-Key",
         pattern=ID_PATTERN,
         description="submitting again with the same key returns the same job (200)",
+        json_schema_extra=absent_not_null,
+    ),
+]
+
+# Any other runtime is refused (422): the schema says which ones there are, while the route
+# keeps its own check for a message naming them.
+RuntimeQuery = Annotated[
+    str | None,
+    Query(
+        description="a runtime name (see GET /routing)",
+        json_schema_extra={"enum": list(RUNTIMES)},
     ),
 ]
 
@@ -228,7 +245,7 @@ def list_jobs(
     settings: SettingsDep,
     state: JobState | None = None,
     job_type: JobType | None = None,
-    runtime: Annotated[str | None, Query(description="a runtime name (see GET /routing)")] = None,
+    runtime: RuntimeQuery = None,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
