@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Run the whole test suite: lint and types, then the core (queue engine), backend (API),
 # ai-worker (supervisor, scikit-learn), runtimes (every seed runtime in its own environment:
-# PyTorch 2.0 and 2.1, TensorFlow, and the GPU variants' start-up checks), end-to-end and
-# deployment-file suites, all against real Redis-protocol servers they start themselves (the
-# deploy suite needs none: it checks the Dockerfiles, compose, systemd and k8s files).
+# PyTorch 2.0 and 2.1, TensorFlow, and the GPU variants' start-up checks), end-to-end,
+# fault-injection (kill -9, SIGTERM, server and backend restarts, expired leases, with real
+# processes) and deployment-file suites, all against real Redis-protocol servers they start
+# themselves (the deploy suite needs none: it checks the Dockerfiles, compose, systemd and
+# k8s files, and the Redis settings file).
 #
 #   ./scripts/test.sh                      # everything
-#   ./scripts/test.sh core e2e             # some suites (lint core backend worker runtimes e2e deploy)
+#   ./scripts/test.sh core e2e             # some suites (lint core backend worker runtimes e2e
+#                                          # faults deploy)
 #   ./scripts/test.sh runtime:pytorch-2.1  # one runtime's environment
 set -uo pipefail
 source "$(dirname "$0")/lib/envs.sh"
@@ -20,7 +23,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=2 PYTHONDONTWRITEBYTECODE=1
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(lint core backend worker runtimes e2e deploy)
+[ ${#suites[@]} -eq 0 ] && suites=(lint core backend worker runtimes e2e faults deploy)
 RUNTIMES=(pytorch-2.0 pytorch-2.1 tensorflow pytorch-2.0-gpu pytorch-2.1-gpu)
 
 echo "== preparing environments under $TRAINYARD_ENV_ROOT"
@@ -78,8 +81,10 @@ runtime_tests() {
   local runtime=$1 files
   case "$runtime" in
     pytorch-2.0|pytorch-2.1)
-      files=(tests/test_torch_text.py tests/test_torch_vision.py tests/test_runtime_jobs.py) ;;
-    tensorflow) files=(tests/test_tensorflow_runtime.py tests/test_runtime_jobs.py) ;;
+      files=(tests/test_torch_text.py tests/test_torch_vision.py tests/test_runtime_jobs.py
+             tests/test_hostile_models.py) ;;
+    tensorflow) files=(tests/test_tensorflow_runtime.py tests/test_runtime_jobs.py
+                       tests/test_hostile_models.py) ;;
     *-gpu) files=(tests/test_gpu_runtime.py) ;;
     *) echo "unknown runtime: $runtime" >&2; exit 2 ;;
   esac
@@ -96,9 +101,10 @@ for suite in "${suites[@]}"; do
     runtimes) for runtime in "${RUNTIMES[@]}"; do runtime_tests "$runtime"; done ;;
     runtime:*) runtime_tests "${suite#runtime:}" ;;
     e2e) run_pytest e2e "$BACKEND_ENV" tests e2e ;;
+    faults) run_pytest faults "$BACKEND_ENV" tests faults ;;
     deploy) run_pytest deploy "$BACKEND_ENV" tests deploy ;;
     *) echo "unknown suite: $suite (lint core backend worker runtimes runtime:NAME e2e" \
-          "deploy)" >&2; exit 2 ;;
+          "faults deploy)" >&2; exit 2 ;;
   esac
 done
 

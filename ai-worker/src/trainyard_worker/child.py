@@ -32,7 +32,7 @@ from .processes import die_with_parent
 from .runtimes import load_runtime_module
 from .runtimes.base import BaseModelRef, ModelMeta, TrainRequest, UserError
 
-__all__ = ["EXIT_USER_ERROR", "QueueTrainContext", "main"]
+__all__ = ["EXIT_USER_ERROR", "MAX_ERROR_CHARS", "QueueTrainContext", "main"]
 
 EXIT_USER_ERROR = 3
 
@@ -116,7 +116,14 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
+MAX_ERROR_CHARS = 2000
+
+
 def _user_error(result_path: Path, message: str) -> int:
+    # Messages quote what the user sent (a header row, a cell): a 10 MB line must not
+    # become a 10 MB job record and event.
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
     _write_result(result_path, {"ok": False, "error": message})
     print(f"error: {message}", file=sys.stderr, flush=True)
     return EXIT_USER_ERROR

@@ -26,7 +26,9 @@ from .processes import die_with_parent
 from .runtimes import load_runtime_module
 from .runtimes.base import ModelMeta, UserError
 
-__all__ = ["ModelCache", "main"]
+__all__ = ["MAX_ERROR_CHARS", "ModelCache", "main"]
+
+MAX_ERROR_CHARS = 2000
 
 
 class ModelCache:
@@ -72,6 +74,8 @@ def serve(framework: str, capacity: int, requests: TextIO, replies: TextIO) -> N
         except Exception as exc:  # noqa: BLE001  # one bad request must not end the host
             traceback.print_exc(file=sys.stderr)
             reply = {"ok": False, "kind": "crashed", "error": f"{type(exc).__name__}: {exc}"}
+        if len(reply.get("error", "")) > MAX_ERROR_CHARS:  # it may quote a huge input
+            reply["error"] = reply["error"][: MAX_ERROR_CHARS - 3] + "..."
         reply["loaded"] = cache.loaded()
         replies.write(json.dumps(reply) + "\n")
         replies.flush()

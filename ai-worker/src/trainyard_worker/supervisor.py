@@ -34,7 +34,7 @@ from .inference import InferenceHost
 from .processes import LineForwarder, describe_exit, kill_group, spawn_group
 from .runtime_check import RuntimeReport
 from .runtimes.base import DEVICE_ENV
-from .training import TrainingPaths, model_record, read_json
+from .training import TrainingPaths, UnreadableRequest, model_record, read_json, read_request
 
 __all__ = ["Supervisor", "Verdict"]
 
@@ -222,10 +222,17 @@ class Supervisor:
             extra=self._ctx(job_id=attempt.job_id, attempt=attempt.number, job_type=job["type"]),
         )
         try:
+            request = read_request(job)
+        except UnreadableRequest as exc:
+            # Not a fault of this worker: no worker could run it, so it is not retried.
+            self._finish(attempt, "failed", error=str(exc), error_kind=FailureKind.USER_ERROR)
+            self._set_state("idle", None)
+            return
+        try:
             if job["type"] == "training":
-                self._run_training(attempt)
+                self._run_training(attempt, request)
             else:
-                self._run_inference(attempt)
+                self._run_inference(attempt, request)
         except Exception as exc:  # a supervisor-side fault must not lose the job
             log.exception("job failed inside the worker", extra=self._ctx(job_id=attempt.job_id))
             self._finish(
@@ -342,8 +349,7 @@ class Supervisor:
 
     # -- training ----------------------------------------------------------------------
 
-    def _run_training(self, attempt: Attempt) -> None:
-        request = json.loads(attempt.job["request"])
+    def _run_training(self, attempt: Attempt, request: dict[str, Any]) -> None:
         paths = TrainingPaths.for_attempt(
             self.settings.model_store,
             self.settings.work_dir,
@@ -412,6 +418,8 @@ class Supervisor:
             shutil.rmtree(paths.work, ignore_errors=True)
             if not registered:
                 shutil.rmtree(paths.out_dir, ignore_errors=True)  # no orphan artifact files
+                with contextlib.suppress(OSError):  # nor an empty model folder
+                    paths.out_dir.parent.rmdir()
 
     def _training_outcome(
         self,
@@ -453,8 +461,7 @@ class Supervisor:
 
     # -- inference ---------------------------------------------------------------------
 
-    def _run_inference(self, attempt: Attempt) -> None:
-        request = json.loads(attempt.job["request"])
+    def _run_inference(self, attempt: Attempt, request: dict[str, Any]) -> None:
         model = self._call(lambda: self.queue.get_model(request["model_id"]))
         if model is None:
             self._finish(
@@ -511,4 +518,3 @@ class Supervisor:
             self._finish(attempt, "failed", error=reply["error"], error_kind=FailureKind.USER_ERROR)
         else:
             self._finish(attempt, "retry", error=reply["error"], error_kind=FailureKind.CRASHED)
-

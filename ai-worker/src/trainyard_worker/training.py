@@ -3,13 +3,49 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainingPaths", "model_record", "read_json"]
+from trainyard.routing import MODEL_TYPES
+from trainyard.schema import ID_PATTERN
+
+__all__ = ["TrainingPaths", "UnreadableRequest", "model_record", "read_json", "read_request"]
+
+
+class UnreadableRequest(ValueError):
+    """A job's request that no worker could run; the message says why."""
+
+
+def read_request(job: dict[str, str]) -> dict[str, Any]:
+    """The job's request, checked as far as the supervisor relies on it.
+
+    The API validates every request, but a job can also reach the queue another way (a
+    client of the engine, a corrupted record): what the supervisor indexes or turns into
+    paths is checked here again, so such a job fails once instead of crashing the worker's
+    bookkeeping and being retried as a worker fault."""
+    try:
+        request = json.loads(job["request"])
+    except (KeyError, ValueError, RecursionError) as exc:
+        raise UnreadableRequest(f"the job's request cannot be read: {type(exc).__name__}") from exc
+    if not isinstance(request, dict):
+        raise UnreadableRequest("the job's request is not a JSON object")
+    ids = ("model_name", "base_model_id") if job.get("type") == "training" else ("model_id",)
+    if job.get("type") == "training" and request.get("model_type") not in MODEL_TYPES:
+        raise UnreadableRequest(f"model_type: unknown model type {request.get('model_type')!r}")
+    for field in ids:
+        value = request.get(field)
+        required = field == "model_id"
+        if (value is None and not required) or (
+            isinstance(value, str) and re.fullmatch(ID_PATTERN, value)
+        ):
+            continue
+        # An id becomes a folder name and a Redis key: nothing but the id alphabet.
+        raise UnreadableRequest(f"{field}: must match {ID_PATTERN}, got {str(value)[:80]!r}")
+    return request
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,17 @@ def resolve_data_path(data_root: Path, data_path: str, must_exist: bool = True) 
         relative = PurePosixPath(*raw.parts[2:])
     else:
         relative = raw
-    root = Path(os.path.realpath(data_root))
-    candidate = Path(os.path.realpath(root / relative))
-    if candidate != root and root not in candidate.parents:
-        raise DataPathError("data_path resolves outside the data root (a symlink?)")
-    if must_exist and not candidate.exists():
-        raise DataPathError(f"data_path {data_path!r} does not exist in the data root")
+    try:
+        root = Path(os.path.realpath(data_root))
+        candidate = Path(os.path.realpath(root / relative))
+        if candidate != root and root not in candidate.parents:
+            raise DataPathError("data_path resolves outside the data root (a symlink?)")
+        if must_exist and not candidate.exists():
+            raise DataPathError(f"data_path {data_path!r} does not exist in the data root")
+        # A FIFO would block the reader forever, a device or socket is no data: only
+        # regular files and folders are read.
+        if must_exist and not (candidate.is_file() or candidate.is_dir()):
+            raise DataPathError(f"data_path {data_path!r} is not a regular file or a folder")
+    except OSError as exc:  # e.g. a name longer than the filesystem allows (ENAMETOOLONG)
+        raise DataPathError(f"data_path cannot be used: {exc.strerror or exc}") from None
     return candidate

@@ -12,7 +12,9 @@ import base64
 import binascii
 import io
 import math
+import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +57,19 @@ class ImageFolder:
         return np.asarray([label for _, label in self.files], dtype=np.int64)
 
 
-def scan_image_folder(root: Path, num_classes: Any = None) -> ImageFolder:
-    """The classes and images under ``root``; checks the layout and ``num_classes``."""
+def _inside(path: Path, boundary: Path) -> bool:
+    real = Path(os.path.realpath(path))
+    return real == boundary or boundary in real.parents
+
+
+def scan_image_folder(
+    root: Path, num_classes: Any = None, data_root: Path | None = None
+) -> ImageFolder:
+    """The classes and images under ``root``; checks the layout and ``num_classes``.
+
+    ``root`` itself was resolved inside the data root, but a class folder or an image in
+    it may be a symlink: one that leads out of ``data_root`` (``root`` when not given) is
+    refused, so a job cannot read files outside the data root through it."""
     if not root.is_dir():
         raise UserError(
             f"data_path {root.name!r} is a file; image models need a folder laid out as "
@@ -68,11 +81,17 @@ def scan_image_folder(root: Path, num_classes: Any = None) -> ImageFolder:
             f"data_path {root.name!r} has no class folders; expected "
             "<data_path>/<class name>/<image files>"
         )
+    boundary = Path(os.path.realpath(data_root if data_root is not None else root))
     files: list[tuple[Path, int]] = []
     for index, folder in enumerate(class_dirs):
         images = sorted(
             p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         )
+        for path in (folder, *images):
+            if not _inside(path, boundary):
+                raise UserError(
+                    f"{path.relative_to(root)} is a symlink to a place outside the data root"
+                )
         if not images:
             raise UserError(
                 f"class folder {folder.name!r} has no image files "
@@ -100,9 +119,15 @@ def scan_image_folder(root: Path, num_classes: Any = None) -> ImageFolder:
 
 def _open(source: Path | bytes, what: str) -> Image.Image:
     try:
-        image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that, then decodes
+            # anyway: a small file claiming 10000x10000 pixels would allocate 300 MB.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+            image.load()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise UserError(f"{what} is too large to decode: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"{what} is not a readable image ({type(exc).__name__})") from exc
     return image
 

@@ -91,6 +91,37 @@ def _build_estimator(model_type: str, params: dict[str, Any], min_class_count: i
     return Pipeline([("scale", StandardScaler()), ("clf", calibrated)])
 
 
+# Values sklearn accepts but that only buy unbounded work: 10**30 trees are built one by one
+# until memory runs out; libsvm with C=1e308 never converges (SVC has no iteration limit).
+_UPPER_BOUNDS: dict[str, dict[str, float]] = {
+    "random_forest": {"n_estimators": 1_000_000},
+    "svm": {"C": 1e10},
+}
+_LARGEST_INT = 2**32  # past this sklearn's C code overflows (OverflowError), e.g. max_depth
+
+
+def _check_values(model_type: str, params: dict[str, Any]) -> None:
+    """What sklearn's own parameter validation lets through: true/false where a number
+    belongs (True is an int to Python: n_estimators=true would train one tree), integers
+    too large for its C code, non-finite floats (a job enqueued without the API) and
+    absurd sizes."""
+    estimator = RandomForestClassifier() if model_type == "random_forest" else SVC()
+    defaults = estimator.get_params()
+    bounds = _UPPER_BOUNDS[model_type]
+    for name, value in params.items():
+        if isinstance(value, bool):
+            if not isinstance(defaults.get(name), bool):
+                raise UserError(f"hyperparameter '{name}' must not be true/false, got {value}")
+            continue
+        if isinstance(value, int) and abs(value) > _LARGEST_INT:
+            raise UserError(f"hyperparameter '{name}' is too large: {value:.3g}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"hyperparameter '{name}' must be a finite number, got {value}")
+        limit = bounds.get(name)
+        if limit is not None and isinstance(value, int | float) and value > limit:
+            raise UserError(f"hyperparameter '{name}' must be at most {limit:g}, got {value:g}")
+
+
 def _estimator_name(model_type: str) -> str:
     return "RandomForestClassifier" if model_type == "random_forest" else "SVC"
 
@@ -191,6 +222,7 @@ def _split_hyperparameters(model_type: str, hp: dict[str, Any]) -> tuple[dict[st
             f"valid: {', '.join(valid)}"
         )
     params = {k: v for k, v in hp.items() if k != "test_size"}
+    _check_values(model_type, params)
     test_size = hp.get("test_size", _DEFAULT_TEST_SIZE)
     if (
         isinstance(test_size, bool)
@@ -234,9 +266,10 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
     except InvalidParameterError as exc:
         # sklearn's message already names the parameter and the allowed range/type.
         raise UserError(f"invalid hyperparameter: {exc}") from None
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         # After our data checks, fit's ValueErrors come from option combinations
-        # (e.g. oob_score without bootstrap): the user's to fix, not a crash.
+        # (e.g. oob_score without bootstrap), OverflowErrors from numbers its C code cannot
+        # hold: the user's to fix, not a crash.
         raise UserError(f"training failed with hyperparameters {params}: {exc}") from None
 
     classes = [str(c) for c in model.classes_]
@@ -307,7 +340,10 @@ def load(model_dir: Path, meta: ModelMeta) -> Any:
 def _parse_input_row(text: Any, index: int, names: list[str], example: str) -> list[float]:
     if not isinstance(text, str):
         raise UserError(f"input row {index}: expected a CSV string, got {type(text).__name__}")
-    cells = [c.strip() for c in next(csv.reader([text]), [])]
+    try:
+        cells = [c.strip() for c in next(csv.reader([text]), [])]
+    except csv.Error as exc:  # a field past csv's size limit, a stray newline...
+        raise UserError(f"input row {index} is not a CSV row: {exc}") from None
     if [c.lower() for c in cells] == [n.lower() for n in names]:
         raise UserError(
             f"input row {index} looks like the header row ({text!r}); send feature values "

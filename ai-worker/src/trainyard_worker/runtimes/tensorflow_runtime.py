@@ -390,7 +390,9 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
     mixed = _use_gpu(request.device)
     keras.utils.set_random_seed(cfg.seed)
 
-    folder = imagedata.scan_image_folder(Path(request.data_file), hp.get("num_classes"))
+    folder = imagedata.scan_image_folder(
+        Path(request.data_file), hp.get("num_classes"), request.data_root
+    )
     base = request.base_model
     if base is not None:
         cfg, size = _fine_tune_config(cfg, hp, base.meta)

@@ -11,6 +11,7 @@ Every problem is a :class:`UserError` that names the field, row or file and the 
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -144,6 +145,15 @@ def pretrained_folder(data_root: Path | None, path: str) -> Path:
         raise UserError(f"hyperparameters.pretrained_path: {exc}") from None
     if not folder.is_dir():
         raise UserError(f"hyperparameters.pretrained_path {path!r}: not a folder")
+    # The folder is inside the root, but its files may be symlinks leading out of it.
+    root = Path(os.path.realpath(data_root))
+    for entry in sorted(folder.rglob("*")):
+        real = Path(os.path.realpath(entry))
+        if real != root and root not in real.parents:
+            raise UserError(
+                f"hyperparameters.pretrained_path: {entry.relative_to(folder)} is a symlink "
+                "to a place outside the data root"
+            )
     return folder
 
 

@@ -209,11 +209,15 @@ def _from_pretrained(
     A head trained for other labels is re-initialised, even when its size fits."""
     old_labels = textdata.saved_model_labels(folder, what)
     try:
+        # trust_remote_code=False: a config's auto_map naming Python files in the folder
+        # is refused, never imported (the default may prompt, or trust, per version).
         model = hf.AutoModelForSequenceClassification.from_pretrained(
             str(folder), local_files_only=True, use_safetensors=True,
-            num_labels=len(labels), ignore_mismatched_sizes=True,
+            num_labels=len(labels), ignore_mismatched_sizes=True, trust_remote_code=False,
         )  # fmt: skip
-        tokenizer = hf.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        tokenizer = hf.AutoTokenizer.from_pretrained(
+            str(folder), local_files_only=True, trust_remote_code=False
+        )
     except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise UserError(f"{what}: cannot load the model or tokenizer: {exc}") from None
     if tokenizer.pad_token_id is None:
@@ -417,9 +421,11 @@ def load(model_dir: Path, meta: ModelMeta) -> TextModel:
         raise RuntimeError("this inference process was given a GPU but CUDA is not available")
     device = torch.device("cuda" if wanted == "cuda" else "cpu")
     model = hf.AutoModelForSequenceClassification.from_pretrained(
-        str(model_dir), local_files_only=True, use_safetensors=True
+        str(model_dir), local_files_only=True, use_safetensors=True, trust_remote_code=False
     )
-    tokenizer = hf.AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    tokenizer = hf.AutoTokenizer.from_pretrained(
+        str(model_dir), local_files_only=True, trust_remote_code=False
+    )
     model.to(device)
     model.eval()
     max_length = int(meta.details.get("max_length") or _position_capacity(model.config))

@@ -430,7 +430,7 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
         raise UserError(f"model_type {request.model_type!r} is not an image model here")
     s = _parse_hyperparameters(request.model_type, dict(request.hyperparameters))
     folder = imagedata.scan_image_folder(
-        Path(request.data_file), request.hyperparameters.get("num_classes")
+        Path(request.data_file), request.hyperparameters.get("num_classes"), request.data_root
     )
     classes = folder.class_names
     spec = _spec_for(request, s, len(classes))
