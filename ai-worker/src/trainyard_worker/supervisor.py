@@ -450,7 +450,9 @@ class Supervisor:
             job_id=attempt.job_id,
             request=request,
             result=result,
-            created_ms=self.queue.server_time_ms(),
+            # Through _call: a short Redis outage just as training ends must not cost the
+            # attempt (past the lease the finish is refused anyway).
+            created_ms=self._call(self.queue.server_time_ms) or int(time.time() * 1000),
         )
         return self._finish(
             attempt,
