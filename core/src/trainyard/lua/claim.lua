@@ -7,7 +7,8 @@
 -- ARGV[3]  lease length, ms
 -- ARGV[4..] runtimes this worker serves
 -- Returns  the claimed job hash as a flat {field, value, ...} list, or nil when no job
---          is ready. Jobs found expired in the queue on the way are failed (reason
+--          is ready. Jobs found expired in the queue on the way (never started, and
+--          past their queue_ttl_s: still in the expiring set) are failed (reason
 --          "expired") and skipped.
 --
 -- Best job: lowest ready score over all the runtimes (priority, then FIFO). The attempt
@@ -40,12 +41,14 @@ for _ = 1, 1000 do
   end
   if best_id == nil then return nil end
 
-  local job = load_job(best_id, 'state', 'runtime', 'seq', 'expires_at', 'attempt')
+  local job = load_job(best_id, 'state', 'runtime', 'seq', 'attempt')
   redis.call('ZREM', K.ready(best_runtime), best_id)
   if job.state == 'queued' then
-    -- queue_ttl_s bounds the wait before the first start; a retry is not "waiting to start".
-    local expires_at = tonumber(job.expires_at or '0')
-    if expires_at > 0 and now >= expires_at and tonumber(job.attempt) == 0 then
+    -- queue_ttl_s bounds the wait before the first start: only a job still in the
+    -- expiring set can expire, as in reap. Not a retry, nor a job a worker handed back
+    -- (release gives the attempt back, so its count may be 0 again, but it did start).
+    local expires_at = redis.call('ZSCORE', K.expiring, best_id)
+    if expires_at and now >= tonumber(expires_at) then
       expire(best_id, job.seq, now)
     else
       local attempt = tonumber(job.attempt) + 1

@@ -1,5 +1,8 @@
 -- finish: end a running attempt (fenced by attempt id): success, failure, cancellation,
--- or a retry with backoff (which becomes "dead" when no attempts are left).
+-- or a retry with backoff (which becomes "dead" when no attempts are left). A retry of a
+-- job whose cancellation was requested ends it "cancelled" instead (error kind
+-- "cancelled", the attempt's error kept): retried, the request would be lost, since the
+-- next claim clears the flag. Release and reap honour the request the same way.
 --
 -- KEYS[1]  job hash
 -- ARGV[1]  job id
@@ -18,9 +21,13 @@ local id, attempt_id, outcome = ARGV[1], ARGV[2], ARGV[3]
 local result, err, err_kind = ARGV[4], ARGV[5], ARGV[6]
 local retry_delay, model_id, model_json = tonumber(ARGV[7]), ARGV[8], ARGV[9]
 
-local job = load_job(id, 'state', 'attempt_id', 'attempt', 'max_attempts', 'seq')
+local job = load_job(id, 'state', 'attempt_id', 'attempt', 'max_attempts', 'seq',
+                     'cancel_requested')
 if job.state ~= 'running' or job.attempt_id ~= attempt_id then
   return {0, job.state or 'missing'}
+end
+if outcome == 'retry' and tonumber(job.cancel_requested or '0') == 1 then
+  outcome, err_kind = 'cancelled', 'cancelled'
 end
 
 local now = now_ms()
