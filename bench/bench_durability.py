@@ -1,7 +1,7 @@
 """What durability costs: the queue engine on embedded Valkey servers that differ only in
 their AOF fsync policy, side by side in one run.
 
-    cd core && uv run python ../bench/bench_durability.py [--jobs 3000]
+    cd core && uv run python ../bench/bench_durability.py [--jobs 3000] [--rounds 3]
 
 For each policy (`appendfsync always`, `everysec`, and AOF off as the reference) it starts
 a fresh server in a temporary folder and measures:
@@ -12,13 +12,14 @@ a fresh server in a temporary folder and measures:
   (c) after (a), kill -9 of the server and a restart from its AOF: how many of the
       acknowledged jobs came back (a process crash; a power loss is not simulated here)
 
-and prints each policy's numbers with the ratio to AOF off. Not asserted anywhere: on
-a machine with a slow disk `always` costs far more than on this one's SSD.
+and prints each policy's median over `--rounds` rounds with the ratio to AOF off. Not
+asserted anywhere: on a machine with a slow disk `always` costs far more than on an SSD.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -46,6 +47,8 @@ class _NoAof(EmbeddedServer):
 
 def _measure(server: EmbeddedServer, jobs: int) -> dict[str, float]:
     queue = JobQueue(connect(server.url))
+    for _ in range(200):  # warm-up: scripts loaded, connection and caches warm
+        queue.enqueue(job_type=JobType.TRAINING, runtime="pytorch-2.0", request=REQUEST)
     started = time.perf_counter()
     for _ in range(jobs):
         queue.enqueue(job_type=JobType.TRAINING, runtime="sklearn", request=REQUEST)
@@ -60,7 +63,7 @@ def _measure(server: EmbeddedServer, jobs: int) -> dict[str, float]:
         queue.finish(job_id, claim.attempt_id, "succeeded", result={})
     cycle_rate = cycle / (time.perf_counter() - started)
 
-    acknowledged = jobs + cycle
+    acknowledged = jobs + cycle + 200
     queue.redis.close()
     server.stop(kill=True)  # kill -9 of the server process
     server.start()
@@ -73,16 +76,24 @@ def _measure(server: EmbeddedServer, jobs: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
     args = parser.parse_args(argv)
-    results: dict[str, dict[str, float]] = {}
+    rounds: dict[str, list[dict[str, float]]] = {"AOF off": [], "everysec": [], "always": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, server in (
-            ("AOF off", _NoAof(Path(tmp) / "off")),
-            ("everysec", EmbeddedServer(Path(tmp) / "everysec", appendfsync="everysec")),
-            ("always", EmbeddedServer(Path(tmp) / "always", appendfsync="always")),
-        ):
-            with server:
-                results[name] = _measure(server, args.jobs)
+        for i in range(args.rounds):
+            # Each round on fresh servers, the policies interleaved so that a noisy moment on
+            # a shared machine does not fall on one policy only.
+            for name, server in (
+                ("AOF off", _NoAof(Path(tmp) / f"off{i}")),
+                ("everysec", EmbeddedServer(Path(tmp) / f"es{i}", appendfsync="everysec")),
+                ("always", EmbeddedServer(Path(tmp) / f"al{i}", appendfsync="always")),
+            ):
+                with server:
+                    rounds[name].append(_measure(server, args.jobs))
+    results = {
+        name: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for name, runs in rounds.items()
+    }
     ref = results["AOF off"]
     print(f"{'policy':10} {'enqueue/s':>10} {'ratio':>6} {'lifecycle/s':>12} {'ratio':>6}"
           f"  {'kept after kill -9':>20}")  # fmt: skip

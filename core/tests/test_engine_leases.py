@@ -228,3 +228,27 @@ def test_a_started_job_never_expires_from_the_queue(queue: JobQueue) -> None:
     assert queue.reap() == []
     again = queue.claim("w1", ["sklearn"], LONG_LEASE_MS)
     assert again is not None and again.job_id == job_id  # the retry runs, not "expired"
+
+
+# Found by the model check (test_engine_model.py); kept as plain regressions.
+
+
+def test_a_retry_of_a_job_whose_cancel_was_requested_cancels_it(queue: JobQueue) -> None:
+    job_id = enqueue_simple(queue, max_attempts=3)
+    claim = queue.claim("w", ["sklearn"], LONG_LEASE_MS)
+    assert claim is not None
+    queue.cancel(job_id, "stop it")
+    done = queue.finish(job_id, claim.attempt_id, "retry", error="x", error_kind="crashed")
+    assert (done.applied, done.state) == (True, "cancelled")
+    assert queue.claim("w", ["sklearn"], LONG_LEASE_MS) is None
+
+
+def test_a_released_job_never_expires_from_the_queue(queue: JobQueue) -> None:
+    job_id = enqueue_simple(queue, queue_ttl_s=0.05)
+    claim = queue.claim("w", ["sklearn"], LONG_LEASE_MS)
+    assert claim is not None
+    assert queue.release(job_id, claim.attempt_id, "shutting down")
+    wait_past_server_time(queue, int(queue.get_job(job_id)["expires_at"]))  # type: ignore[index]
+    assert queue.reap() == []
+    again = queue.claim("w", ["sklearn"], LONG_LEASE_MS)
+    assert again is not None and again.job_id == job_id

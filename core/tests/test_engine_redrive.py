@@ -19,6 +19,7 @@ def _dead_job(queue: JobQueue, **options: object) -> str:
     job_id = enqueue_simple(queue, max_attempts=1, **options)  # type: ignore[arg-type]
     claim = queue.claim("worker-1", ["sklearn"], 30_000)
     assert claim is not None and claim.job_id == job_id
+    assert queue.report(job_id, claim.attempt_id, "progress", {"epoch": 3})
     done = queue.finish(job_id, claim.attempt_id, "retry", error="boom", error_kind="crashed")
     assert done.applied and done.state == "dead"
     return job_id
@@ -40,6 +41,7 @@ def test_redrive_queues_the_same_submission_as_a_new_linked_job(queue: JobQueue)
     for field in ("type", "runtime", "rank", "priority", "max_attempts", "timeout_s", "request"):
         assert new[field] == before[field], field
     assert "error" not in new and "finished_at" not in new and new["expires_at"] == "0"
+    assert "progress" not in new  # the dead attempt's progress is not the new job's
 
     old = queue.get_job(dead)
     assert old is not None and old["state"] == "dead" and old["redriven_to"] == new["id"]

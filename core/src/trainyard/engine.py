@@ -153,7 +153,7 @@ class JobQueue:
                 priority.rank,
                 idempotency_key or "",
                 idempotency_ttl_s,
-                int((queue_ttl_s or 0) * 1000),
+                round((queue_ttl_s or 0) * 1000),
                 json.dumps(fields),
             ],
         )

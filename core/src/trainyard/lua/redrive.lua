@@ -30,7 +30,7 @@ local lifecycle = {
   attempt = true, attempt_id = true, worker_id = true, started_at = true,
   finished_at = true, lease_until = true, lease_ms = true, error = true, error_kind = true,
   result = true, model_id = true, stalls = true, cancel_requested = true,
-  cancel_reason = true, retry_at = true, created_at = true, expires_at = true,
+  cancel_reason = true, retry_at = true, created_at = true, expires_at = true, progress = true,
   idempotency_key = true, redriven_to = true, redriven_from = true,
 }
 local fields = {}
