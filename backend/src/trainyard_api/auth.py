@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import error_json
+from .errors import send_error
 
 __all__ = ["OPEN_PATHS", "ApiKeyAuth", "KeyRing"]
 
@@ -81,22 +80,10 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
             return
         reason = "no API key sent" if presented is None else "the API key is not valid"
-        payload = json.dumps(
-            error_json(
-                401,
-                f"{reason}: send one as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                [("Authorization", reason)],
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"www-authenticate", b'Bearer realm="trainyard"'),
-                ],
-            }
+        await send_error(
+            send,
+            401,
+            f"{reason}: send one as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            [("Authorization", reason)],
+            headers=[(b"www-authenticate", b'Bearer realm="trainyard"')],
         )
-        await send({"type": "http.response.body", "body": payload})

@@ -8,6 +8,7 @@ prefix) and why it was refused, so a client can point at the field.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +22,7 @@ from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 __all__ = [
     "ApiError",
@@ -30,6 +32,7 @@ __all__ = [
     "error_json",
     "error_responses",
     "install_error_handlers",
+    "send_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,29 @@ def error_json(
             "details": [{"field": f, "reason": r} for f, r in details],
         }
     }
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    details: Iterable[tuple[str, str]] = (),
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer in the error shape from pure ASGI middleware (before any route or handler)."""
+    payload = json.dumps(error_json(status, message, details)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

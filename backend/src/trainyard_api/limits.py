@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_json
+from .errors import send_error
 
 __all__ = ["BodySizeLimit"]
 
@@ -60,25 +58,13 @@ class BodySizeLimit:
         await self.app(scope, _replay([body], receive), send)
 
     async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(
-            error_json(
-                413,
-                f"request body is larger than {self.max_bytes} bytes",
-                [("body", f"at most {self.max_bytes} bytes")],
-            )
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_error(
+            send,
+            413,
+            f"request body is larger than {self.max_bytes} bytes",
+            [("body", f"at most {self.max_bytes} bytes")],
+            headers=[(b"connection", b"close")],
         )
-        await send({"type": "http.response.body", "body": payload})
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

@@ -8,7 +8,8 @@ import json
 import time
 from typing import Any
 
-from trainyard.engine import JobQueue
+from trainyard.engine import JobPage, JobQueue
+from trainyard.routing import RUNTIMES
 from trainyard.schema import (
     GpuRecord,
     JobRecord,
@@ -21,6 +22,7 @@ from trainyard.schema import (
 from trainyard.types import TERMINAL_STATES, JobState
 
 from .config import Settings
+from .errors import ApiError
 
 __all__ = [
     "absent_not_null",
@@ -66,6 +68,29 @@ def job_record(job: dict[str, str], runtimes: set[str]) -> JobRecord:
 def job_status(job: dict[str, str], runtimes: set[str]) -> JobStatus:
     record = job_record(job, runtimes)
     return JobStatus.model_validate(record.model_dump(include=_STATUS_FIELDS))
+
+
+def check_runtime(runtime: str | None) -> None:
+    """A runtime filter must name a runtime (an unknown one would match nothing, silently)."""
+    if runtime is not None and runtime not in RUNTIMES:
+        known = ", ".join(RUNTIMES)
+        raise ApiError(422, f"unknown runtime {runtime!r}; known: {known}", field="runtime")
+
+
+def job_page(
+    queue: JobQueue,
+    *,
+    state: str | None,
+    runtime: str | None,
+    job_type: str | None,
+    cursor: str | None,
+    limit: int,
+) -> JobPage:
+    """One page of a job listing (``GET /jobs``, ``GET /dead-letters``), filters checked."""
+    check_runtime(runtime)
+    return queue.list_jobs(
+        state=state, runtime=runtime, job_type=job_type, cursor=cursor, limit=limit
+    )
 
 
 def wait_for_terminal(

@@ -14,7 +14,7 @@ from trainyard.types import FailureKind, JobState, JobType
 
 from ..deps import JobIdPath, QueueDep, SettingsDep
 from ..errors import ApiError, error_responses
-from ..service import job_status, live_runtimes
+from ..service import check_runtime, job_page, job_status, live_runtimes
 from .jobs import RuntimeQuery
 
 __all__ = ["DeadLetterList", "RedriveAll", "RedriveAllResult", "router"]
@@ -59,12 +59,6 @@ class RedriveAllResult(BaseModel):
     more: bool = Field(..., description="true when more dead jobs match (ask again)")
 
 
-def _check_runtime(runtime: str | None) -> None:
-    if runtime is not None and runtime not in RUNTIMES:
-        known = ", ".join(RUNTIMES)
-        raise ApiError(422, f"unknown runtime {runtime!r}; known: {known}", field="runtime")
-
-
 @router.get(
     "/dead-letters",
     response_model=DeadLetterList,
@@ -82,8 +76,8 @@ def list_dead_letters(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DeadLetterList:
-    _check_runtime(runtime)
-    page = queue.list_jobs(
+    page = job_page(
+        queue,
         state=JobState.DEAD.value,
         runtime=runtime,
         job_type=job_type.value if job_type else None,
@@ -144,7 +138,7 @@ def redrive_dead_letters(queue: QueueDep, body: RedriveAll | None = None) -> Red
     """Redrives dead jobs not redriven yet, newest first, that match the filters (all of
     them, up to `limit`): after an outage that killed many jobs, one call queues them again."""
     body = body or RedriveAll()
-    _check_runtime(body.runtime)
+    check_runtime(body.runtime)
     done: list[Redriven] = []
     cursor: str | None = None
     while True:

@@ -25,6 +25,7 @@ from ..errors import ApiError, error_responses
 from ..examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
 from ..service import (
     absent_not_null,
+    job_page,
     job_record,
     job_status,
     live_runtimes,
@@ -249,10 +250,8 @@ def list_jobs(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
-    if runtime is not None and runtime not in RUNTIMES:
-        known = ", ".join(RUNTIMES)
-        raise ApiError(422, f"unknown runtime {runtime!r}; known: {known}", field="runtime")
-    page = queue.list_jobs(
+    page = job_page(
+        queue,
         state=state.value if state else None,
         runtime=runtime,
         job_type=job_type.value if job_type else None,
