@@ -1,6 +1,6 @@
-"""Helpers shared by the engine tests: the index invariant, a job snapshot for "nothing
-changed" checks, and bounded waits on the server's clock (never bare sleeps; ``wait_for``
-is ``trainyard.testing``'s, re-exported)."""
+"""Helpers shared by the engine tests: the index invariant, jobs to queue, a job snapshot
+for "nothing changed" checks, and bounded waits on the server's clock (never bare sleeps;
+``wait_for`` is ``trainyard.testing``'s, re-exported)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from trainyard.types import JobState, JobType, Priority
 
 __all__ = [
     "assert_index_invariants",
+    "enqueue_inference",
     "enqueue_simple",
     "snapshot",
     "wait_for",
+    "wait_for_lease_expiry",
     "wait_past_server_time",
 ]
 
@@ -35,6 +37,28 @@ def enqueue_simple(
         runtime=runtime,
         request={"model_type": "random_forest", "data_path": "/data/tabular_data.csv"},
         priority=priority,
+        **options,
+    )
+    assert created
+    return job_id
+
+
+def enqueue_inference(
+    queue: JobQueue,
+    model_id: str,
+    runtime: str = "sklearn",
+    *,
+    priority: Priority = Priority.NORMAL,
+    **options: Any,
+) -> str:
+    """An inference job for ``model_id``, as the backend queues one (the model id in the
+    job hash too, which the per-model ready index reads)."""
+    job_id, created = queue.enqueue(
+        job_type=JobType.INFERENCE,
+        runtime=runtime,
+        request={"model_id": model_id, "input_data": "5.1,3.5,1.4,0.2"},
+        priority=priority,
+        extra_fields={"model_id": model_id},
         **options,
     )
     assert created
@@ -62,12 +86,14 @@ def snapshot(queue: JobQueue, job_id: str) -> dict[str, Any]:
     k = queue.keys
     job = r.hgetall(k.job(job_id))
     runtime = job.get("runtime", "")
+    model_id = job.get("model_id", "")
     return {
         "hash": job,
         "events": r.xlen(k.events(job_id)),
         "lease": r.zscore(k.leases, job_id),
         "delayed": r.zscore(k.delayed, job_id),
         "ready": r.zscore(k.ready(runtime), job_id) if runtime else None,
+        "ready_model": r.zscore(k.ready_model(runtime, model_id), job_id) if model_id else None,
         "states": {s.value: r.zscore(k.index_state(s), job_id) for s in JobState},
         "models": r.zcard(k.models),
     }

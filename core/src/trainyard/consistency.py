@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .engine import JobQueue
+from .keys import KeySchema
 from .types import JobState
 
 __all__ = ["index_problems"]
@@ -35,6 +36,10 @@ def index_problems(queue: JobQueue) -> list[str]:
     expiring = set(r.zrange(k.expiring, 0, -1))
     ready_keys = list(r.scan_iter(match=k.ready("*"), count=1000))
     ready = {key[len(k.ready("")) :]: set(r.zrange(key, 0, -1)) for key in ready_keys}
+    # The per-model ready indexes, by key name: '<runtime>:<model>' -> {job id: score}.
+    model_keys = list(r.scan_iter(match=k.ready_model("*", "*"), count=1000))
+    name_at = len(k.ready_model("", "")) - 1  # where '<runtime>:<model>' starts
+    by_model = {key[name_at:]: dict(r.zrange(key, 0, -1, withscores=True)) for key in model_keys}
 
     for job_id in sorted(all_ids & hash_ids):
         job = r.hgetall(k.job(job_id))
@@ -52,6 +57,7 @@ def index_problems(queue: JobQueue) -> list[str]:
         in_ready = [rt for rt, ids in ready.items() if job_id in ids]
         if in_ready != ([job.get("runtime")] if state == "queued" else []):
             problems.append(f"{where} is in ready queues {in_ready}")
+        problems.extend(_model_index_problems(r, k, job_id, job, by_model, where))
         if (job_id in leases) != (state == "running"):
             problems.append(f"{where}: in the leases set is {job_id in leases}")
         if (job_id in delayed) != (state == "retrying"):
@@ -72,4 +78,28 @@ def index_problems(queue: JobQueue) -> list[str]:
     for runtime, ids in ready.items():
         for job_id in sorted(ids - all_ids):
             problems.append(f"ready:{runtime} names job {job_id}, which does not exist")
+    for name, scores in by_model.items():
+        for job_id in sorted(set(scores) - all_ids):
+            problems.append(f"ready_model:{name} names job {job_id}, which does not exist")
     return problems
+
+
+def _model_index_problems(
+    r: Any,
+    k: KeySchema,
+    job_id: str,
+    job: dict[str, str],
+    by_model: dict[str, dict[str, float]],
+    where: str,
+) -> list[str]:
+    """A queued inference job that names its model is in exactly that model's ready index,
+    with its ready queue score; every other job is in none."""
+    runtime, model_id = job.get("runtime", ""), job.get("model_id", "")
+    indexed = job.get("state") == "queued" and job.get("type") == "inference" and model_id
+    expected = [f"{runtime}:{model_id}"] if indexed else []
+    found = sorted(name for name, scores in by_model.items() if job_id in scores)
+    if found != expected:
+        return [f"{where} is in model ready queues {found}, expected {expected}"]
+    if indexed and by_model[expected[0]][job_id] != r.zscore(k.ready(runtime), job_id):
+        return [f"{where}: its model ready queue score is not its ready queue score"]
+    return []

@@ -1,110 +1,67 @@
 """The Redis queue engine. Every state change is one Lua script (see ``lua/``); this
-module turns them into typed calls and adds the read side (records, indexes, events).
+module turns them into typed calls. The read side (records, indexes, events) is
+``engine_reads``, the batch calls ``engine_batch``, the records ``engine_types``; all of
+them are importable from here.
 
-The job hash is the source of truth; ready queues, leases, the delayed set and the
-listing indexes are indexes over it that the scripts keep in step.
+The job hash is the source of truth; ready queues (per runtime, and per model for
+inference jobs), leases, the delayed set and the listing indexes are indexes over it that
+the scripts keep in step (``trainyard.consistency`` checks that they did).
 """
 
 from __future__ import annotations
 
 import json
-import random
 import secrets
-import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from redis import Redis
 
+from .engine_batch import QueueBatches
+from .engine_reads import QueueReads
+from .engine_types import (
+    CancelOutcome,
+    Claim,
+    ClaimResult,
+    Event,
+    FinishItem,
+    FinishOutcome,
+    JobPage,
+    Outcome,
+    RedriveOutcome,
+    Renewal,
+    Submission,
+    backoff_ms,
+    new_job_id,
+)
 from .keys import KeySchema
-from .routing import RUNTIMES
 from .scripts import Scripts
-from .types import JobState, JobType, Priority
+from .types import JobType, Priority
 
 __all__ = [
+    "DEFAULT_HOLDER_TTL_MS",
     "CancelOutcome",
     "Claim",
+    "ClaimResult",
     "Event",
+    "FinishItem",
     "FinishOutcome",
     "JobPage",
     "JobQueue",
+    "Outcome",
     "RedriveOutcome",
     "Renewal",
+    "Submission",
     "backoff_ms",
     "new_job_id",
 ]
 
-Outcome = Literal["succeeded", "failed", "cancelled", "retry"]
+# How long a model_holders entry counts as live without a refresh: the worker
+# registration's default lifetime (ai-worker's worker_ttl_s, 20 s).
+DEFAULT_HOLDER_TTL_MS = 20_000
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
-
-
-def backoff_ms(attempt: int, base_s: float = 2.0, cap_s: float = 300.0) -> int:
-    """Exponential backoff with jitter: half fixed, half random, so retries of many jobs
-    that failed together spread out but none retries at once."""
-    ceiling = min(cap_s, base_s * 2 ** max(attempt - 1, 0)) * 1000
-    return int(ceiling / 2 + random.uniform(0, ceiling / 2))
-
-
-@dataclass(frozen=True)
-class Claim:
-    job: dict[str, str]
-
-    @property
-    def job_id(self) -> str:
-        return self.job["id"]
-
-    @property
-    def attempt_id(self) -> str:
-        return self.job["attempt_id"]
-
-
-@dataclass(frozen=True)
-class Renewal:
-    held: bool  # False: this attempt lost the job; stop it now
-    cancel_requested: bool
-    state: str | None = None
-
-
-@dataclass(frozen=True)
-class FinishOutcome:
-    applied: bool  # False: refused, this attempt no longer holds the job
-    state: str
-
-
-@dataclass(frozen=True)
-class CancelOutcome:
-    found: bool
-    state: str  # cancelled, running (cancel requested) or the terminal state it had
-    changed: bool
-
-
-@dataclass(frozen=True)
-class RedriveOutcome:
-    found: bool
-    redriven: bool  # False: the job is not dead (``state`` says what it is)
-    state: str  # the old job's state
-    new_job_id: str | None  # the job it was (or had already been) redriven to
-    created: bool  # False: it had been redriven before; ``new_job_id`` is that job
-
-
-@dataclass(frozen=True)
-class Event:
-    id: str  # the stream entry id; resumable with Last-Event-ID
-    kind: str  # state | progress | log | cancel_requested
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class JobPage:
-    jobs: list[dict[str, str]]
-    next_cursor: str | None
-
-
-class JobQueue:
+class JobQueue(QueueBatches, QueueReads):
     """One handle on a Trainyard queue in a Redis (or Valkey) server.
 
     ``redis`` must be created with ``decode_responses=True``.
@@ -135,28 +92,23 @@ class JobQueue:
         job_id: str | None = None,
     ) -> tuple[str, bool]:
         """Queue a job. Returns ``(job_id, created)``; ``created`` is False when the
-        idempotency key already named a job (whose id is returned)."""
-        job_id = job_id or new_job_id()
-        fields = {
-            "priority": str(priority),
-            "max_attempts": str(max_attempts),
-            "timeout_s": "" if timeout_s is None else str(timeout_s),
-            "request": json.dumps(request, separators=(",", ":")),
-            **(extra_fields or {}),
-        }
-        created, existing = self._scripts.enqueue(
-            keys=[self.keys.job(job_id)],
-            args=[
-                job_id,
-                runtime,
-                str(job_type),
-                priority.rank,
-                idempotency_key or "",
-                idempotency_ttl_s,
-                round((queue_ttl_s or 0) * 1000),
-                json.dumps(fields),
-            ],
+        idempotency key already named a job (whose id is returned). Many at once:
+        ``enqueue_many``."""
+        submission = Submission(
+            job_type=job_type,
+            runtime=runtime,
+            request=request,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            queue_ttl_s=queue_ttl_s,
+            idempotency_key=idempotency_key,
+            idempotency_ttl_s=idempotency_ttl_s,
+            extra_fields=extra_fields,
+            job_id=job_id,
         )
+        keys, args = submission.script_call(self.keys)
+        created, existing = self._scripts.enqueue(keys=keys, args=args)
         return str(existing), bool(int(created))
 
     def cancel(self, job_id: str, reason: str = "cancelled by user") -> CancelOutcome:
@@ -178,28 +130,68 @@ class JobQueue:
 
     # -- the worker's side -----------------------------------------------------------
 
-    def wait_for_work(self, runtimes: Sequence[str], timeout_s: float) -> bool:
+    def wait_for_work(
+        self, runtimes: Sequence[str], timeout_s: float, *, worker_id: str | None = None
+    ) -> bool:
         """Block until a wake-up token arrives for one of ``runtimes`` (or the timeout).
-        The connection's socket timeout must exceed ``timeout_s``."""
-        got = self._r.blpop([self.keys.wake(r) for r in runtimes], timeout=timeout_s)
+        With ``worker_id``, also for this worker alone: a job of a model it holds
+        (``set_loaded_models``) was skipped by another worker's ``claim_work``. The
+        connection's socket timeout must exceed ``timeout_s``."""
+        lists = [self.keys.wake(r) for r in runtimes]
+        if worker_id is not None:
+            lists.append(self.keys.wake_worker(worker_id))
+        got = self._r.blpop(lists, timeout=timeout_s)
         return got is not None
 
     def claim(self, worker_id: str, runtimes: Sequence[str], lease_ms: int) -> Claim | None:
+        """The best queued job of ``runtimes`` (priority, then FIFO), started as a new
+        attempt; None when none is ready. No model affinity (see ``claim_work``)."""
+        return self.claim_work(worker_id, runtimes, lease_ms).claim
+
+    def claim_work(
+        self,
+        worker_id: str,
+        runtimes: Sequence[str],
+        lease_ms: int,
+        *,
+        loaded_models: Sequence[str] = (),
+        affinity_ms: int = 0,
+        holder_ttl_ms: int = DEFAULT_HOLDER_TTL_MS,
+    ) -> ClaimResult:
+        """``claim`` with model affinity (``lua/claim.lua``): with ``affinity_ms`` > 0, an
+        inference job whose model another live worker holds (``set_loaded_models``,
+        entries younger than ``holder_ttl_ms``) and this one (``loaded_models``) does not
+        is left to that worker until it has waited ``affinity_ms`` (and that worker is
+        woken: see ``wait_for_work``'s ``worker_id``). When only such jobs are waiting,
+        the result has no claim and ``recheck_ms``: call again then (no wake-up comes
+        for them). ``affinity_ms`` = 0: exactly ``claim``."""
         attempt_id = secrets.token_hex(12)
-        flat = self._scripts.claim(
-            keys=[self.keys.leases], args=[worker_id, attempt_id, lease_ms, *runtimes]
+        reply = self._scripts.claim(
+            keys=[self.keys.leases],
+            args=[
+                worker_id,
+                attempt_id,
+                lease_ms,
+                max(affinity_ms, 0),
+                holder_ttl_ms,
+                len(loaded_models),
+                *loaded_models,
+                *runtimes,
+            ],
         )
-        if not flat:
-            return None
-        return Claim(job=dict(zip(flat[::2], flat[1::2], strict=True)))
+        if isinstance(reply, list) and reply:
+            return ClaimResult(claim=Claim.from_flat(reply))
+        if isinstance(reply, int):
+            return ClaimResult(claim=None, recheck_ms=max(reply, 1))
+        return ClaimResult(claim=None)
 
     def renew(self, job_id: str, attempt_id: str, lease_ms: int) -> Renewal:
-        held, value = self._scripts.renew(
+        """Extend a running attempt's lease; ``held`` False: it lost the job, stop it.
+        Many at once: ``renew_many``."""
+        reply = self._scripts.renew(
             keys=[self.keys.job(job_id)], args=[job_id, attempt_id, lease_ms]
         )
-        if int(held) == 1:
-            return Renewal(held=True, cancel_requested=int(value) == 1)
-        return Renewal(held=False, cancel_requested=False, state=str(value))
+        return Renewal.from_reply(reply)
 
     def cancel_requested(self, job_id: str) -> bool:
         """A cheap read of the cancel flag, for supervisors that check between renewals."""
@@ -225,21 +217,13 @@ class JobQueue:
         retry_delay_ms: int = 0,
         model: dict[str, Any] | None = None,
     ) -> FinishOutcome:
-        applied, state = self._scripts.finish(
-            keys=[self.keys.job(job_id)],
-            args=[
-                job_id,
-                attempt_id,
-                outcome,
-                "" if result is None else json.dumps(result, separators=(",", ":")),
-                error,
-                error_kind,
-                retry_delay_ms,
-                model["model_id"] if model else "",
-                json.dumps(model, separators=(",", ":")) if model else "",
-            ],
+        """End a running attempt (fenced by ``attempt_id``). Many at once:
+        ``finish_many``."""
+        item = FinishItem(
+            job_id, attempt_id, outcome, result, error, error_kind, retry_delay_ms, model
         )
-        return FinishOutcome(applied=bool(int(applied)), state=str(state))
+        reply = self._scripts.finish(keys=[self.keys.job(job_id)], args=item.script_args())
+        return FinishOutcome.from_reply(reply)
 
     def release(self, job_id: str, attempt_id: str, reason: str) -> bool:
         """Hand a running job back to its queue without counting the attempt."""
@@ -258,150 +242,39 @@ class JobQueue:
         )
         return int(now)
 
+    def set_worker_state(self, worker_id: str, state: str, current_job: str | None) -> bool:
+        """The small busy/idle write (``state`` and ``current_job``) between heartbeats.
+        False: the worker is not registered (its registration expired); nothing was
+        written, and the next ``heartbeat`` registers it with every field."""
+        written = self._scripts.worker_state(
+            keys=[self.keys.worker(worker_id)], args=[state, current_job or ""]
+        )
+        return bool(int(written))
+
+    def set_loaded_models(
+        self, worker_id: str, runtime: str, loaded: Sequence[str], ttl_ms: int
+    ) -> None:
+        """Record the models this worker holds loaded for ``runtime`` (for affinity):
+        it becomes a holder of each, for ``ttl_ms`` unless refreshed, and stops holding
+        the runtime's models not in ``loaded``. Call it when the loaded set changes and
+        with each heartbeat."""
+        if not runtime:
+            raise ValueError("set_loaded_models needs a runtime")
+        self._scripts.loaded_models(
+            keys=[self.keys.worker_models(worker_id)], args=[worker_id, runtime, ttl_ms, *loaded]
+        )
+
+    def cancel_channel(self, worker_id: str) -> str:
+        """The pub/sub channel on which ``cancel`` publishes the ids of this worker's
+        running jobs to stop. Best effort: a message sent while the subscriber
+        reconnects is lost, so ``renew`` still reports the flag."""
+        return self.keys.cancels(worker_id)
+
     def unregister_worker(self, worker_id: str) -> None:
+        self._scripts.loaded_models(
+            keys=[self.keys.worker_models(worker_id)], args=[worker_id, "", 0]
+        )
         pipe = self._r.pipeline()
-        pipe.delete(self.keys.worker(worker_id))
+        pipe.delete(self.keys.worker(worker_id), self.keys.wake_worker(worker_id))
         pipe.zrem(self.keys.workers, worker_id)
         pipe.execute()
-
-    # -- reading ---------------------------------------------------------------------
-
-    def server_time_ms(self) -> int:
-        seconds, micros = self._r.time()
-        return int(seconds) * 1000 + int(micros) // 1000
-
-    def get_job(self, job_id: str) -> dict[str, str] | None:
-        h = self._r.hgetall(self.keys.job(job_id))
-        return h or None
-
-    def get_jobs(self, job_ids: Iterable[str]) -> list[dict[str, str]]:
-        pipe = self._r.pipeline(transaction=False)
-        for job_id in job_ids:
-            pipe.hgetall(self.keys.job(job_id))
-        return [h for h in pipe.execute() if h]
-
-    def list_jobs(
-        self,
-        *,
-        state: str | None = None,
-        runtime: str | None = None,
-        job_type: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-        scan_budget: int = 5000,
-    ) -> JobPage:
-        """Newest first. Walks the smallest matching index and filters the rest, so a
-        page costs at most ``scan_budget`` index entries even with 100,000s of jobs; a
-        page may come back short with a cursor when the budget ran out."""
-        candidates = [self.keys.index_all]
-        if state:
-            candidates.append(self.keys.index_state(state))
-        if runtime:
-            candidates.append(self.keys.index_runtime(runtime))
-        if job_type:
-            candidates.append(self.keys.index_type(job_type))
-        pipe = self._r.pipeline(transaction=False)
-        for key in candidates:
-            pipe.zcard(key)
-        sizes = pipe.execute()
-        driver = candidates[min(range(len(candidates)), key=lambda i: sizes[i])]
-
-        # With at most one filter the driver index is that filter: every entry matches, so
-        # read exactly what the page needs. Otherwise over-read to pay fewer round trips.
-        exact = sum(1 for f in (state, runtime, job_type) if f) <= 1
-        upper = f"({int(cursor)}" if cursor else "+inf"
-        found: list[dict[str, str]] = []
-        scanned = 0
-        last_seq: int | None = None
-        while len(found) < limit and scanned < scan_budget:
-            want = limit - len(found)
-            num = min(want if exact else max(want * 4, 100), scan_budget - scanned)
-            batch = self._r.zrevrangebyscore(
-                driver, upper, "-inf", start=0, num=num, withscores=True
-            )
-            scanned += len(batch)
-            for job in self.get_jobs(job_id for job_id, _ in batch):
-                if (
-                    (state and job.get("state") != state)
-                    or (runtime and job.get("runtime") != runtime)
-                    or (job_type and job.get("type") != job_type)
-                ):
-                    continue
-                found.append(job)
-                if len(found) == limit:
-                    return JobPage(found, job["seq"])
-            if len(batch) < num:
-                return JobPage(found, None)  # the index has nothing older
-            last_seq = int(batch[-1][1])
-            upper = f"({last_seq}"
-        return JobPage(found, str(last_seq) if last_seq is not None else None)
-
-    def events(
-        self, job_id: str, after: str = "0", count: int = 1000, block_ms: int | None = None
-    ) -> list[Event]:
-        """Events after stream id ``after``; with ``block_ms``, wait that long for one."""
-        key = self.keys.events(job_id)
-        if block_ms is None:
-            entries = self._r.xrange(key, min=f"({after}" if after != "0" else "-", count=count)
-        else:
-            reply = self._r.xread({key: after}, count=count, block=block_ms)
-            entries = reply[0][1] if reply else []
-        return [
-            Event(eid, f.get("kind", ""), json.loads(f.get("data") or "{}")) for eid, f in entries
-        ]
-
-    def queue_depths(self) -> dict[str, dict[str, int]]:
-        """Queued jobs per runtime, by priority and in total."""
-        band = 1 << 40
-        pipe = self._r.pipeline(transaction=False)
-        names = list(RUNTIMES)
-        for name in names:
-            key = self.keys.ready(name)
-            for rank in range(3):
-                pipe.zcount(key, rank * band, (rank + 1) * band - 1)
-        counts = pipe.execute()
-        depths: dict[str, dict[str, int]] = {}
-        for i, name in enumerate(names):
-            high, normal, low = counts[i * 3 : i * 3 + 3]
-            depths[name] = {
-                "high": high,
-                "normal": normal,
-                "low": low,
-                "total": high + normal + low,
-            }
-        return depths
-
-    def running_by_runtime(self) -> dict[str, int]:
-        """Running jobs per runtime (the intersection of two listing indexes)."""
-        pipe = self._r.pipeline(transaction=False)
-        names = list(RUNTIMES)
-        running = self.keys.index_state(JobState.RUNNING)
-        for name in names:
-            pipe.zintercard(2, [running, self.keys.index_runtime(name)])
-        return dict(zip(names, pipe.execute(), strict=True))
-
-    def count_by_state(self) -> dict[str, int]:
-        pipe = self._r.pipeline(transaction=False)
-        for s in JobState:
-            pipe.zcard(self.keys.index_state(s))
-        return dict(zip([str(s) for s in JobState], pipe.execute(), strict=True))
-
-    def live_workers(self, max_age_ms: int) -> list[dict[str, str]]:
-        now = self.server_time_ms()
-        ids = self._r.zrangebyscore(self.keys.workers, now - max_age_ms, "+inf")
-        pipe = self._r.pipeline(transaction=False)
-        for worker_id in ids:
-            pipe.hgetall(self.keys.worker(worker_id))
-        return [h for h in pipe.execute() if h]
-
-    def get_model(self, model_id: str) -> dict[str, Any] | None:
-        raw = self._r.get(self.keys.model(model_id))
-        return json.loads(raw) if raw else None
-
-    def list_models(self, limit: int = 100, cursor: str | None = None) -> list[dict[str, Any]]:
-        upper = f"({cursor}" if cursor else "+inf"
-        ids = self._r.zrevrangebyscore(self.keys.models, upper, "-inf", start=0, num=limit)
-        if not ids:
-            return []
-        raws = self._r.mget([self.keys.model(i) for i in ids])
-        return [json.loads(r) for r in raws if r]

@@ -5,25 +5,36 @@ them on one slot and every Lua script may touch any of them. The Lua scripts get
 names through a preamble generated from :meth:`KeySchema.lua_table`, so no key name is
 spelled twice.
 
-| key                              | type   | holds                                              |
-|----------------------------------|--------|----------------------------------------------------|
-| ``<p>job:<id>``                  | hash   | the job record; the source of truth                |
-| ``<p>events:<id>``               | stream | the job's events (state changes, progress, logs)   |
-| ``<p>ready:<runtime>``           | zset   | queued job ids; score = priority band + sequence   |
-| ``<p>wake:<runtime>``            | list   | wake-up tokens idle workers block on (BLPOP)       |
-| ``<p>delayed``                   | zset   | job ids waiting for a retry; score = due time (ms) |
-| ``<p>expiring``                  | zset   | never-started jobs with a queue TTL; score = when  |
-| ``<p>leases``                    | zset   | running job ids; score = lease deadline (ms)       |
-| ``<p>seq``                       | string | submission counter (FIFO order, cursors)           |
-| ``<p>idem:<key>``                | string | idempotency key -> job id (expires)                |
-| ``<p>index:all``                 | zset   | every job id; score = sequence                     |
-| ``<p>index:state:<state>``       | zset   | job ids in that state; score = sequence            |
-| ``<p>index:runtime:<runtime>``   | zset   | job ids routed to that runtime; score = sequence   |
-| ``<p>index:type:<job_type>``     | zset   | job ids of that type; score = sequence             |
-| ``<p>workers``                   | zset   | worker ids; score = last heartbeat (ms)            |
-| ``<p>worker:<id>``               | hash   | a worker's registration (expires)                  |
-| ``<p>models``                    | zset   | model ids; score = registration time (ms)          |
-| ``<p>model:<id>``                | string | the model record (JSON)                            |
+| key                                | type   | holds                                              |
+|------------------------------------|--------|----------------------------------------------------|
+| ``<p>job:<id>``                    | hash   | the job record; the source of truth                |
+| ``<p>events:<id>``                 | stream | the job's events (state changes, progress, logs)   |
+| ``<p>ready:<runtime>``             | zset   | queued job ids; score = priority band + sequence   |
+| ``<p>ready_model:<rt>:<model>``    | zset   | the queued inference jobs of one model (a subset   |
+|                                    |        | of ``ready:<rt>``, same scores): batches, affinity |
+| ``<p>wake:<runtime>``              | list   | wake-up tokens idle workers block on (BLPOP)       |
+| ``<p>wake_worker:<worker id>``     | list   | wake-up tokens for one worker: a job of a model it |
+|                                    |        | holds was left to it (affinity); expires           |
+| ``<p>delayed``                     | zset   | job ids waiting for a retry; score = due time (ms) |
+| ``<p>expiring``                    | zset   | never-started jobs with a queue TTL; score = when  |
+| ``<p>leases``                      | zset   | running job ids; score = lease deadline (ms)       |
+| ``<p>seq``                         | string | submission counter (FIFO order, cursors)           |
+| ``<p>idem:<key>``                  | string | idempotency key -> job id (expires)                |
+| ``<p>index:all``                   | zset   | every job id; score = sequence                     |
+| ``<p>index:state:<state>``         | zset   | job ids in that state; score = sequence            |
+| ``<p>index:runtime:<runtime>``     | zset   | job ids routed to that runtime; score = sequence   |
+| ``<p>index:type:<job_type>``       | zset   | job ids of that type; score = sequence             |
+| ``<p>workers``                     | zset   | worker ids; score = last heartbeat (ms)            |
+| ``<p>worker:<id>``                 | hash   | a worker's registration (expires)                  |
+| ``<p>worker_models:<id>``          | set    | ``<rt>:<model>`` the worker holds loaded (expires) |
+| ``<p>model_holders:<rt>:<model>``  | zset   | worker ids holding the model; score = last seen ms |
+| ``<p>cancels:<worker id>``         | pubsub | channel: ids of that worker's jobs to cancel       |
+| ``<p>models``                      | zset   | model ids; score = registration time (ms)          |
+| ``<p>model:<id>``                  | string | the model record (JSON)                            |
+
+``<rt>:<model>`` is the runtime and the model id joined by ``:`` (runtime names hold no
+``:``). ``cancels:<worker id>`` is a pub/sub channel, not a key; it carries the prefix so
+that it is namespaced like the keys.
 """
 
 from __future__ import annotations
@@ -40,7 +51,9 @@ _KEYS: dict[str, str] = {
     "job": "job:",
     "events": "events:",
     "ready": "ready:",
+    "ready_model": "ready_model:",
     "wake": "wake:",
+    "wake_worker": "wake_worker:",
     "delayed": "delayed",
     "expiring": "expiring",
     "leases": "leases",
@@ -52,6 +65,9 @@ _KEYS: dict[str, str] = {
     "index_type": "index:type:",
     "workers": "workers",
     "worker": "worker:",
+    "worker_models": "worker_models:",
+    "model_holders": "model_holders:",
+    "cancels": "cancels:",
     "models": "models",
     "model": "model:",
 }
@@ -82,8 +98,15 @@ class KeySchema:
     def ready(self, runtime: str) -> str:
         return self._key("ready", runtime)
 
+    def ready_model(self, runtime: str, model_id: str) -> str:
+        """The per-model ready index (Lua: ``K.ready_model(runtime .. ':' .. model_id)``)."""
+        return self._key("ready_model", f"{runtime}:{model_id}")
+
     def wake(self, runtime: str) -> str:
         return self._key("wake", runtime)
+
+    def wake_worker(self, worker_id: str) -> str:
+        return self._key("wake_worker", worker_id)
 
     def idem(self, key: str) -> str:
         return self._key("idem", key)
@@ -99,6 +122,17 @@ class KeySchema:
 
     def worker(self, worker_id: str) -> str:
         return self._key("worker", worker_id)
+
+    def worker_models(self, worker_id: str) -> str:
+        return self._key("worker_models", worker_id)
+
+    def model_holders(self, runtime: str, model_id: str) -> str:
+        """Lua: ``K.model_holders(runtime .. ':' .. model_id)``."""
+        return self._key("model_holders", f"{runtime}:{model_id}")
+
+    def cancels(self, worker_id: str) -> str:
+        """The pub/sub channel cancel.lua publishes a running job's id on (not a key)."""
+        return self._key("cancels", worker_id)
 
     def model(self, model_id: str) -> str:
         return self._key("model", model_id)

@@ -23,6 +23,10 @@ SCRIPT_NAMES = (
     "release",
     "redrive",
     "heartbeat",
+    "claim_batch",
+    "finish_batch",
+    "worker_state",
+    "loaded_models",
 )
 
 
@@ -49,3 +53,7 @@ class Scripts:
     release: Script
     redrive: Script
     heartbeat: Script
+    claim_batch: Script
+    finish_batch: Script
+    worker_state: Script
+    loaded_models: Script

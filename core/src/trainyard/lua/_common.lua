@@ -27,13 +27,49 @@ local function move_state(id, seq, from, to)
   redis.call('HSET', K.job(id), 'state', to)
 end
 
+-- At most 64 tokens wait (trimmed only when over: one command per wake-up, not two).
 local function wake(runtime)
-  redis.call('LPUSH', K.wake(runtime), '1')
-  redis.call('LTRIM', K.wake(runtime), 0, 63)
+  if redis.call('LPUSH', K.wake(runtime), '1') > 64 then
+    redis.call('LTRIM', K.wake(runtime), 0, 63)
+  end
 end
 
-local function requeue(id, job)
-  redis.call('ZADD', K.ready(job.runtime), ready_score(job.rank, job.seq), id)
+-- The per-model ready index of a job, or nil: only inference jobs that name their model
+-- are in one (a subset of the runtime's ready zset, same scores: batches and affinity).
+local function ready_model_key(job)
+  if job.type == 'inference' and job.model_id and job.model_id ~= '' then
+    return K.ready_model(job.runtime .. ':' .. job.model_id)
+  end
+  return nil
+end
+
+-- Every entry into a ready queue goes through here: the runtime's zset, the model's zset
+-- when it has one, and `ready_at` (how long it has waited, for affinity).
+-- `job` needs runtime, rank, seq, type and model_id; `now` nil: the caller writes
+-- `ready_at` itself (insert_job, in the job's one HSET).
+local function ready_add(id, job, now)
+  local score = ready_score(job.rank, job.seq)
+  redis.call('ZADD', K.ready(job.runtime), score, id)
+  local model_key = ready_model_key(job)
+  if model_key then redis.call('ZADD', model_key, score, id) end
+  if now then redis.call('HSET', K.job(id), 'ready_at', now) end
+end
+
+-- And every exit. `job` needs runtime, type and model_id. `found_in` (optional): the
+-- ready zset the caller found the id in, taken out of it too should the hash disown it
+-- (a stale entry, or the caller would find it again and again).
+local function ready_remove(id, job, found_in)
+  local ready_key = K.ready(job.runtime)
+  redis.call('ZREM', ready_key, id)
+  local model_key = ready_model_key(job)
+  if model_key then redis.call('ZREM', model_key, id) end
+  if found_in and found_in ~= ready_key and found_in ~= model_key then
+    redis.call('ZREM', found_in, id)
+  end
+end
+
+local function requeue(id, job, now)
+  ready_add(id, job, now)
   wake(job.runtime)
 end
 
@@ -50,7 +86,8 @@ local function state_event(id, state, extra)
   emit(id, 'state', cjson.encode(data))
 end
 
--- A job that never started within its queue_ttl_s fails as "expired".
+-- A job that never started within its queue_ttl_s fails as "expired" (the caller has
+-- taken it out of its ready queues).
 local function expire(id, seq, now)
   redis.call('ZREM', K.expiring, id)
   redis.call('HSET', K.job(id), 'finished_at', now, 'error_kind', 'expired',
@@ -64,19 +101,98 @@ end
 -- Returns the job's sequence number.
 local function insert_job(id, fields, runtime, job_type, rank, expires_at, idem_key, now)
   local seq = redis.call('INCR', K.seq)
-  for name, value in pairs(fields) do
-    redis.call('HSET', K.job(id), name, tostring(value))
+  local record = {}
+  for name, value in pairs(fields) do record[name] = tostring(value) end
+  local lifecycle = {
+    id = id, type = job_type, runtime = runtime, rank = rank, seq = seq, state = 'queued',
+    attempt = 0, stalls = 0, cancel_requested = 0, created_at = now, ready_at = now,
+    expires_at = expires_at, idempotency_key = idem_key,
+  }
+  for name, value in pairs(lifecycle) do record[name] = value end
+  local flat = {}
+  for name, value in pairs(record) do
+    flat[#flat + 1] = name
+    flat[#flat + 1] = value
   end
-  redis.call('HSET', K.job(id),
-    'id', id, 'type', job_type, 'runtime', runtime, 'rank', rank, 'seq', seq,
-    'state', 'queued', 'attempt', 0, 'stalls', 0, 'cancel_requested', 0,
-    'created_at', now, 'expires_at', expires_at, 'idempotency_key', idem_key)
+  redis.call('HSET', K.job(id), unpack(flat))  -- one write for the whole record
   redis.call('ZADD', K.index_all, seq, id)
   redis.call('ZADD', K.index_state('queued'), seq, id)
   redis.call('ZADD', K.index_runtime(runtime), seq, id)
   redis.call('ZADD', K.index_type(job_type), seq, id)
-  redis.call('ZADD', K.ready(runtime), ready_score(rank, seq), id)
+  ready_add(id, {runtime = runtime, rank = rank, seq = seq, type = job_type,
+                 model_id = fields['model_id']}, nil)
   if tonumber(expires_at) > 0 then redis.call('ZADD', K.expiring, expires_at, id) end
   wake(runtime)
   return seq
+end
+
+-- Take a job id found in the ready zset `found_in`: out of its ready queues, then, if it
+-- is queued, start an attempt on it (the attempt counted here, at claim time, so a job
+-- that kills its worker every time still runs out of attempts). Returns the job hash as
+-- a flat list, or nil when the job was not startable: expired in the queue (never
+-- started, and past its queue_ttl_s: still in the expiring set; it is failed "expired"),
+-- or not queued at all.
+-- queue_ttl_s bounds the wait before the first start: only a job still in the expiring
+-- set can expire, as in reap. Not a retry, nor a job a worker handed back (release gives
+-- the attempt back, so its count may be 0 again, but it did start).
+local function take_ready(id, found_in, worker_id, attempt_id, lease_ms, now)
+  local job = load_job(id, 'state', 'runtime', 'seq', 'attempt', 'type', 'model_id')
+  ready_remove(id, job, found_in)
+  if job.state ~= 'queued' then return nil end
+  local expires_at = redis.call('ZSCORE', K.expiring, id)
+  if expires_at and now >= tonumber(expires_at) then
+    expire(id, job.seq, now)
+    return nil
+  end
+  local attempt = tonumber(job.attempt) + 1
+  local lease_until = now + lease_ms
+  redis.call('HSET', K.job(id), 'attempt', attempt, 'attempt_id', attempt_id,
+             'worker_id', worker_id, 'started_at', now, 'lease_until', lease_until,
+             'lease_ms', lease_ms, 'cancel_requested', 0)
+  move_state(id, job.seq, 'queued', 'running')
+  redis.call('ZREM', K.expiring, id)
+  redis.call('ZADD', K.leases, lease_until, id)
+  state_event(id, 'running', {attempt = attempt, worker_id = worker_id})
+  return redis.call('HGETALL', K.job(id))
+end
+
+-- End a running attempt (fenced by attempt id), for finish.lua and finish_batch.lua; the
+-- arguments are finish.lua's ARGV (see its header), `key` the job hash, `now` the time.
+-- Returns {1, new_state} when applied; {0, current_state} when refused.
+local function finish_attempt(key, id, attempt_id, outcome, result, err, err_kind,
+                              retry_delay, model_id, model_json, now)
+  local job = load_job(id, 'state', 'attempt_id', 'attempt', 'max_attempts', 'seq',
+                       'cancel_requested')
+  if job.state ~= 'running' or job.attempt_id ~= attempt_id then
+    return {0, job.state or 'missing'}
+  end
+  if outcome == 'retry' and tonumber(job.cancel_requested or '0') == 1 then
+    outcome, err_kind = 'cancelled', 'cancelled'
+  end
+
+  redis.call('ZREM', K.leases, id)
+  redis.call('HSET', key, 'error', err, 'error_kind', err_kind, 'lease_until', 0)
+
+  if outcome == 'retry' then
+    if tonumber(job.attempt) < tonumber(job.max_attempts) then
+      local retry_at = now + retry_delay
+      redis.call('HSET', key, 'retry_at', retry_at)
+      redis.call('ZADD', K.delayed, retry_at, id)
+      move_state(id, job.seq, 'running', 'retrying')
+      state_event(id, 'retrying', {error = err, error_kind = err_kind, retry_at = retry_at})
+      return {1, 'retrying'}
+    end
+    outcome = 'dead'
+  end
+
+  redis.call('HSET', key, 'finished_at', now)
+  if result ~= '' then redis.call('HSET', key, 'result', result) end
+  if outcome == 'succeeded' and model_id ~= '' then
+    redis.call('SET', K.model(model_id), model_json)
+    redis.call('ZADD', K.models, now, model_id)
+    redis.call('HSET', key, 'model_id', model_id)
+  end
+  move_state(id, job.seq, 'running', outcome)
+  state_event(id, outcome, {error = err, error_kind = err_kind})
+  return {1, outcome}
 end

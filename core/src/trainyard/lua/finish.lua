@@ -17,42 +17,7 @@
 -- Returns  {1, new_state} when applied; {0, current_state} when refused because this
 --          attempt no longer holds the job (stale attempt, cancelled, reaped, missing).
 
-local id, attempt_id, outcome = ARGV[1], ARGV[2], ARGV[3]
-local result, err, err_kind = ARGV[4], ARGV[5], ARGV[6]
-local retry_delay, model_id, model_json = tonumber(ARGV[7]), ARGV[8], ARGV[9]
+-- The logic is _common.lua's finish_attempt, shared with finish_batch.lua.
 
-local job = load_job(id, 'state', 'attempt_id', 'attempt', 'max_attempts', 'seq',
-                     'cancel_requested')
-if job.state ~= 'running' or job.attempt_id ~= attempt_id then
-  return {0, job.state or 'missing'}
-end
-if outcome == 'retry' and tonumber(job.cancel_requested or '0') == 1 then
-  outcome, err_kind = 'cancelled', 'cancelled'
-end
-
-local now = now_ms()
-redis.call('ZREM', K.leases, id)
-redis.call('HSET', KEYS[1], 'error', err, 'error_kind', err_kind, 'lease_until', 0)
-
-if outcome == 'retry' then
-  if tonumber(job.attempt) < tonumber(job.max_attempts) then
-    local retry_at = now + retry_delay
-    redis.call('HSET', KEYS[1], 'retry_at', retry_at)
-    redis.call('ZADD', K.delayed, retry_at, id)
-    move_state(id, job.seq, 'running', 'retrying')
-    state_event(id, 'retrying', {error = err, error_kind = err_kind, retry_at = retry_at})
-    return {1, 'retrying'}
-  end
-  outcome = 'dead'
-end
-
-redis.call('HSET', KEYS[1], 'finished_at', now)
-if result ~= '' then redis.call('HSET', KEYS[1], 'result', result) end
-if outcome == 'succeeded' and model_id ~= '' then
-  redis.call('SET', K.model(model_id), model_json)
-  redis.call('ZADD', K.models, now, model_id)
-  redis.call('HSET', KEYS[1], 'model_id', model_id)
-end
-move_state(id, job.seq, 'running', outcome)
-state_event(id, outcome, {error = err, error_kind = err_kind})
-return {1, outcome}
+return finish_attempt(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+                      tonumber(ARGV[7]), ARGV[8], ARGV[9], now_ms())

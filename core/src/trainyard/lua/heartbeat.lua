@@ -9,10 +9,18 @@
 
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
+local flat = {}
 for name, value in pairs(cjson.decode(ARGV[3])) do
-  redis.call('HSET', KEYS[1], name, tostring(value))
+  if name ~= 'id' and name ~= 'last_seen' then
+    flat[#flat + 1] = name
+    flat[#flat + 1] = tostring(value)
+  end
 end
-redis.call('HSET', KEYS[1], 'id', id, 'last_seen', now)
+flat[#flat + 1] = 'id'
+flat[#flat + 1] = id
+flat[#flat + 1] = 'last_seen'
+flat[#flat + 1] = now
+redis.call('HSET', KEYS[1], unpack(flat))  -- one write for every field
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', K.workers, now, id)
 redis.call('ZREMRANGEBYSCORE', K.workers, '-inf', now - ttl)

@@ -17,7 +17,8 @@ local out = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do
   local job = load_job(id, 'state', 'lease_until', 'attempt', 'max_attempts', 'runtime',
-                       'rank', 'seq', 'stalls', 'cancel_requested', 'worker_id')
+                       'rank', 'seq', 'stalls', 'cancel_requested', 'worker_id', 'type',
+                       'model_id')
   if job.state ~= 'running' then
     redis.call('ZREM', KEYS[1], id)
   elseif tonumber(job.lease_until) <= now then
@@ -37,7 +38,7 @@ for _, id in ipairs(expired) do
     end
     move_state(id, job.seq, 'running', new_state)
     if new_state == 'queued' then
-      requeue(id, job)
+      requeue(id, job, now)
     else
       redis.call('HSET', K.job(id), 'finished_at', now)
     end
@@ -48,9 +49,9 @@ for _, id in ipairs(expired) do
 end
 local due = redis.call('ZRANGEBYSCORE', K.expiring, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do
-  local job = load_job(id, 'state', 'attempt', 'runtime', 'seq')
+  local job = load_job(id, 'state', 'attempt', 'runtime', 'seq', 'type', 'model_id')
   if job.state == 'queued' and tonumber(job.attempt) == 0 then
-    redis.call('ZREM', K.ready(job.runtime), id)
+    ready_remove(id, job)
     expire(id, job.seq, now)
     table.insert(out, id)
     table.insert(out, 'failed')

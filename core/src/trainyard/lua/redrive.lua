@@ -31,8 +31,11 @@ local lifecycle = {
   finished_at = true, lease_until = true, lease_ms = true, error = true, error_kind = true,
   result = true, model_id = true, stalls = true, cancel_requested = true,
   cancel_reason = true, retry_at = true, created_at = true, expires_at = true, progress = true,
-  idempotency_key = true, redriven_to = true, redriven_from = true,
+  idempotency_key = true, redriven_to = true, redriven_from = true, ready_at = true,
 }
+-- An inference job's model_id is part of its submission (the model it asks for); a
+-- training job's is what its success registered.
+if job.type == 'inference' then lifecycle.model_id = nil end
 local fields = {}
 for name, value in pairs(job) do
   if not lifecycle[name] then fields[name] = value end

@@ -12,21 +12,22 @@
 
 local id, attempt_id, reason = ARGV[1], ARGV[2], ARGV[3]
 local job = load_job(id, 'state', 'attempt_id', 'attempt', 'runtime', 'rank', 'seq',
-                     'cancel_requested', 'cancel_reason')
+                     'cancel_requested', 'cancel_reason', 'type', 'model_id')
 if job.state ~= 'running' or job.attempt_id ~= attempt_id then
   return 0
 end
+local now = now_ms()
 redis.call('ZREM', K.leases, id)
 redis.call('HSET', KEYS[1], 'attempt', math.max(tonumber(job.attempt) - 1, 0),
            'attempt_id', '', 'lease_until', 0, 'worker_id', '')
 if tonumber(job.cancel_requested or '0') == 1 then
   local why = job.cancel_reason or 'cancelled'
-  redis.call('HSET', KEYS[1], 'finished_at', now_ms(), 'error', why, 'error_kind', 'cancelled')
+  redis.call('HSET', KEYS[1], 'finished_at', now, 'error', why, 'error_kind', 'cancelled')
   move_state(id, job.seq, 'running', 'cancelled')
   state_event(id, 'cancelled', {reason = why})
   return 1
 end
 move_state(id, job.seq, 'running', 'queued')
-requeue(id, job)
+requeue(id, job, now)
 state_event(id, 'queued', {reason = reason})
 return 1
