@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import skops.io as sio
+from predict_many_support import assert_many_matches_predict
 
 from trainyard.sample_data import TABULAR_CLASSES, ensure_samples, write_tabular
+from trainyard_worker.runtimes import load_runtime_module
 from trainyard_worker.runtimes import sklearn_runtime as rt
 from trainyard_worker.runtimes.base import (
     ModelMeta,
@@ -154,6 +159,82 @@ def test_round_trip_and_probabilities(
     assert single_p["probabilities"] == p1["predictions"][0]["probabilities"]
     # The model's own answer on a clear point of each blob.
     assert rt.predict(m1, meta, "5.0,3.4,1.5,0.3", {})["prediction"] == "setosa"
+
+
+def _sample_rows(data: Path) -> list[str]:
+    return [",".join(line.split(",")[:4]) for line in data.read_text().splitlines()[1:]]
+
+
+def _count_calls(estimator: Any, counts: Counter[str]) -> None:
+    """Counts the estimator's predict and predict_proba calls (its own predict calls its
+    predict_proba through the instance, so that is counted too)."""
+    for name in ("predict", "predict_proba"):
+        method = getattr(estimator, name)
+
+        def counted(X: Any, _method: Callable[[Any], Any] = method, _name: str = name) -> Any:
+            counts[_name] += 1
+            return _method(X)
+
+        setattr(estimator, name, counted)
+
+
+def test_labels_from_one_walk_equal_the_models_predict(
+    trained: tuple[str, Path, TrainResult, Recorder], data: Path
+) -> None:
+    model_type, out, result, _ = trained
+    meta = _meta(model_type, result)
+    model = rt.load(out, meta)
+    rows = _sample_rows(data)
+    X = np.asarray([[float(v) for v in row.split(",")] for row in rows])
+    expected_labels = [str(c) for c in model.predict(X)]
+    expected_probas = model.predict_proba(X)
+    # The last step walks the data: the forest itself, or the svm's calibrated classifier.
+    final = model.steps[-1][1] if model_type == "svm" else model
+    counts: Counter[str] = Counter()
+    _count_calls(final, counts)
+    got = rt.predict(model, meta, rows, {"probability": True})["predictions"]
+    assert counts == {"predict_proba": 1}  # one walk, no second predict
+    assert [item["label"] for item in got] == expected_labels
+    classes = [str(c) for c in model.classes_]
+    for item, probas in zip(got, expected_probas, strict=True):
+        assert item["probabilities"] == dict(zip(classes, map(float, probas), strict=True))
+    counts.clear()
+    plain = rt.predict(model, meta, rows, {})["predictions"]
+    assert counts["predict"] == 1 and counts["predict_proba"] <= 1
+    assert [item["label"] for item in plain] == expected_labels
+
+
+def test_predict_many_is_one_walk_with_predicts_answers(
+    trained: tuple[str, Path, TrainResult, Recorder], data: Path
+) -> None:
+    model_type, out, result, _ = trained
+    meta = _meta(model_type, result)
+    model = rt.load(out, meta)
+    assert load_runtime_module("sklearn").predict_many is rt.predict_many
+    rows = _sample_rows(data)
+    inputs: list[Any] = [
+        rows[0], rows[1:4], "1,2,x,4", rows[4], [rows[5], "1,2"], 42, [], rows[6:9],
+        "5.0,3.4,1.5,0.3",
+    ]  # fmt: skip
+    bad = [2, 4, 5, 6]
+    counts: Counter[str] = Counter()
+    _count_calls(model.steps[-1][1] if model_type == "svm" else model, counts)
+    for parameters in ({}, {"probability": True}, {"probability": False}):
+        counts.clear()
+        many = rt.predict_many(model, meta, inputs, parameters)
+        assert counts["predict" if not parameters.get("probability") else "predict_proba"] == 1
+        assert [i for i, r in enumerate(many) if isinstance(r, UserError)] == bad
+        assert_many_matches_predict(rt, model, meta, inputs, parameters)
+        assert ("probabilities" in many[0]) is bool(parameters.get("probability"))
+        json.dumps([r for r in many if not isinstance(r, UserError)])
+    # A row's number counts within its own job's input, not within the batch.
+    assert str(rt.predict_many(model, meta, inputs, {})[4]).startswith("input row 1 has 2 values")
+    assert rt.predict_many(model, meta, [], {"probability": True}) == []
+    counts.clear()
+    assert all(isinstance(r, UserError) for r in rt.predict_many(model, meta, ["x", 1], {}))
+    assert not counts  # nothing to classify: no model call
+    with pytest.raises(UserError, match="probabilty"):
+        rt.predict_many(model, meta, inputs, {"probabilty": True})  # shared: fails the call
 
 
 # ------------------------------------------------------------------ bad data

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from predict_many_support import assert_many_matches_predict
 from runtime_support import Recorder, require_framework
 
 from trainyard.sample_images import encode_png, write_cifar10, write_image_folder
@@ -32,7 +33,7 @@ keras = require_framework("keras")
 
 # Imported once the framework is known to be there (imagedata needs Pillow, which only the
 # image runtimes' environments install).
-from trainyard_worker.runtimes import imagedata  # noqa: E402
+from trainyard_worker.runtimes import imagedata, load_runtime_module  # noqa: E402
 from trainyard_worker.runtimes import tensorflow_runtime as rt  # noqa: E402
 
 # Keras converts TF tensors with np.array(copy=False), which NumPy 2 deprecates: not ours.
@@ -56,7 +57,6 @@ MOBILENET_HP = {
     "dropout_rate": 0.3,
 }
 INCEPTION_HP = {"epochs": 6, "batch_size": 32, "learning_rate": 1e-3, "dropout_rate": 0.2}
-
 
 
 @dataclass
@@ -352,6 +352,39 @@ def test_top_k_and_confidence_threshold(trained: Trained, loaded: Any) -> None:
     assert top < 1.0
     above = rt.predict(loaded, trained.meta, item, {"confidence_threshold": (top + 1) / 2})
     assert above == {"prediction": None, "top_k": []}
+
+
+def test_predict_many_is_one_batch_with_predicts_answers(
+    trained: Trained, loaded: Any, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meta = trained.meta
+    assert load_runtime_module("tensorflow").predict_many is rt.predict_many
+    images = [f"/data/cifar10/bird/{i}.png" for i in range(6)]
+    inputs: list[Any] = [
+        images[0], images[1:3], "/data/cifar10/cat/999.png", _b64(data_root / "cifar4/cat/3.png"),
+        [images[4], "/etc/hosts.png"], [], [images[5]],
+    ]  # fmt: skip
+    batches: list[int] = []
+    real = rt._probabilities
+
+    def counted(model: Any, x: Any) -> Any:
+        batches.append(len(x))
+        return real(model, x)
+
+    monkeypatch.setattr(rt, "_probabilities", counted)
+    for parameters in ({}, {"top_k": 1}, {"top_k": 2, "confidence_threshold": 0.3}):
+        batches.clear()
+        many = rt.predict_many(loaded, meta, inputs, parameters)
+        assert batches == [5]  # five images of four jobs: one batch
+        assert [i for i, r in enumerate(many) if isinstance(r, UserError)] == [2, 4, 5]
+        assert_many_matches_predict(rt, loaded, meta, inputs, parameters)
+        first = many[0]
+        assert isinstance(first, dict)
+        assert len(first["top_k"]) <= parameters.get("top_k", 4)
+    assert str(many[4]).startswith("input_data[1]: absolute image path must start with /data/")
+    assert rt.predict_many(loaded, meta, [], {}) == []
+    with pytest.raises(UserError, match=r"parameters\.top_k"):
+        rt.predict_many(loaded, meta, inputs, {"top_k": 0})  # shared: fails the call
 
 
 @pytest.mark.parametrize(

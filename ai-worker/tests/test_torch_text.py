@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from predict_many_support import assert_close, assert_many_matches_predict
 from runtime_support import Recorder, require_framework
 
 torch = require_framework("torch")
@@ -22,6 +23,7 @@ torch = require_framework("torch")
 from safetensors.torch import load_file  # noqa: E402
 
 from trainyard.sample_data import write_text  # noqa: E402
+from trainyard_worker.runtimes import load_runtime_module  # noqa: E402
 from trainyard_worker.runtimes import torch_text as tt  # noqa: E402
 from trainyard_worker.runtimes.base import (  # noqa: E402
     DEVICE_ENV,
@@ -48,7 +50,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 TINY = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "epochs": 1, "max_length": 16}
 SEED_PARAMS = {"temperature": 0.7, "max_length": 100}  # what the seed script sends
-
 
 
 @dataclass
@@ -268,6 +269,60 @@ def test_batch_shape_and_top_k(trained: dict[str, Trained], loaded: dict[str, An
         assert item["label"] == max(item["scores"], key=item["scores"].get)
     top = tt.predict(model, meta, texts, {"top_k": 1})["predictions"]
     assert [list(i["scores"]) for i in top] == [[i["label"]] for i in out["predictions"]]
+
+
+@pytest.mark.parametrize("model_type", list(CONFIGS))
+def test_predict_many_is_one_forward_pass_with_predicts_answers(
+    trained: dict[str, Trained], loaded: dict[str, Any], model_type: str
+) -> None:
+    meta, model = trained[model_type].meta, loaded[model_type]
+    inputs: list[Any] = [
+        "I love it!", ["One star from me.", "The kettle is not flimsy.", "Works well."], "  ",
+        "It broke after a day.", ["fine", 3], [], ["A long review that goes on. " * 5],
+    ]  # fmt: skip
+    calls: list[int] = []
+    hook = model.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for parameters in ({}, {"top_k": 1}, {"temperature": 0.5, "max_length": 8}):
+            calls.clear()
+            many = tt.predict_many(model, meta, inputs, parameters)
+            assert len(calls) == 1  # 7 texts of 5 jobs: one padded batch
+            assert [i for i, r in enumerate(many) if isinstance(r, UserError)] == [2, 4, 5]
+            assert_many_matches_predict(tt, model, meta, inputs, parameters)
+            widths = {len(r["scores"]) for r in many[:2] if isinstance(r, dict) and "scores" in r}
+            assert widths == ({1} if parameters.get("top_k") == 1 else {2})
+    finally:
+        hook.remove()
+    assert str(many[2]) == "input_data[0] is an empty text"  # indexed within its own job
+    dispatched = load_runtime_module("pytorch").predict_many(model, meta, inputs[:2], {})
+    assert dispatched == tt.predict_many(model, meta, inputs[:2], {})
+    assert tt.predict_many(model, meta, [], {}) == []
+    with pytest.raises(UserError, match=r"parameters\.temperature"):
+        tt.predict_many(model, meta, inputs, {"temperature": 0})  # shared: fails the call
+
+
+def test_predict_many_chunks_by_length_and_keeps_the_order(
+    trained: dict[str, Trained], loaded: dict[str, Any], sample: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    meta, model = trained["bert"].meta, loaded["bert"]
+    texts = [row[0] for row in _rows(sample)[:10]]
+    alone = [tt.predict(model, meta, text, {}) for text in texts]  # no padding at all
+    monkeypatch.setattr(tt, "_EVAL_BATCH", 4)
+    calls: list[int] = []
+    hook = model.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        many = tt.predict_many(model, meta, [texts[0], texts[1:6], texts[6], texts[7:]], {})
+    finally:
+        hook.remove()
+    assert len(calls) == 3  # 10 texts, at most 4 a batch
+    flat: list[dict[str, Any]] = []
+    for result in many:
+        assert isinstance(result, dict)
+        flat += result.get("predictions") or [
+            {"label": result["prediction"], "scores": result["scores"]}
+        ]
+    assert_close(flat, [{"label": a["prediction"], "scores": a["scores"]} for a in alone])
 
 
 def test_load_refuses_cpu_when_cuda_was_asked(

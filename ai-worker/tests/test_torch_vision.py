@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from predict_many_support import assert_many_matches_predict
 from runtime_support import Recorder, require_framework
 
 torch = require_framework("torch")
@@ -16,6 +17,7 @@ torch = require_framework("torch")
 from safetensors.torch import load_file  # noqa: E402
 
 from trainyard.sample_images import CIFAR10_CLASSES, write_cifar10, write_image_folder  # noqa: E402
+from trainyard_worker.runtimes import load_runtime_module  # noqa: E402
 from trainyard_worker.runtimes import torch_runtime as rt  # noqa: E402
 from trainyard_worker.runtimes.base import (  # noqa: E402
     DATA_ROOT_ENV,
@@ -40,7 +42,6 @@ VGG_HP = {
     "batch_size": 8,
     "epochs": 6,
 }
-
 
 
 @dataclass
@@ -281,6 +282,39 @@ def test_top_k_and_threshold(resnet: Trained, served: Path) -> None:
     )
     assert below["prediction"] == rows[index]["label"]
     assert [item["label"] for item in below["top_k"]] == [rows[index]["label"]]
+
+
+@pytest.mark.parametrize("kind", ["resnet", "vgg"])
+def test_predict_many_is_one_batch_with_predicts_answers(
+    kind: str, request: pytest.FixtureRequest, served: Path
+) -> None:
+    trained: Trained = request.getfixturevalue(kind)
+    model, meta = trained.model, trained.meta
+    assert load_runtime_module("pytorch").predict_many is rt.predict_many
+    folder = "cifar10/cat" if kind == "resnet" else "four/bird"
+    images = [f"/data/{folder}/{i}.png" for i in range(6)]
+    inputs: list[Any] = [
+        images[0], images[1:3], "/data/cifar10/cat/999.png", _b64(served / folder / "3.png"),
+        [images[4], "hello there"], "This is a great product!", [images[5]],
+    ]  # fmt: skip
+    calls: list[int] = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        for parameters in ({}, {"top_k": 1}, {"top_k": 2, "confidence_threshold": 0.3}):
+            calls.clear()
+            many = rt.predict_many(model, meta, inputs, parameters)
+            assert len(calls) == 1  # five images of four jobs: one batch
+            assert [i for i, r in enumerate(many) if isinstance(r, UserError)] == [2, 4, 5]
+            assert_many_matches_predict(rt, model, meta, inputs, parameters)
+            first = many[0]
+            assert isinstance(first, dict)
+            assert len(first["top_k"]) <= parameters.get("top_k", 5)
+    finally:
+        hook.remove()
+    assert "input_data[1] looks like text" in str(many[4])  # indexed within its own job
+    assert rt.predict_many(model, meta, [], {}) == []
+    with pytest.raises(UserError, match="top_k must be a positive integer"):
+        rt.predict_many(model, meta, inputs, {"top_k": 0})  # shared: fails the call
 
 
 @pytest.mark.parametrize(

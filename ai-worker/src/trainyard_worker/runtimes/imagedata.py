@@ -15,6 +15,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from trainyard.datapaths import DataPathError, resolve_data_path
 
-from .base import UserError
+from .base import UserError, answer_slots, parse_slots
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -35,6 +36,7 @@ __all__ = [
     "decode_inference_images",
     "default_image_size",
     "load_images",
+    "predict_images",
     "scan_image_folder",
     "top_k_predictions",
 ]
@@ -105,9 +107,7 @@ def scan_image_folder(
         )
     if num_classes is not None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-            raise UserError(
-                f"hyperparameters.num_classes must be an integer, got {num_classes!r}"
-            )
+            raise UserError(f"hyperparameters.num_classes must be an integer, got {num_classes!r}")
         if num_classes != len(names):
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             raise UserError(
@@ -210,9 +210,9 @@ def decode_inference_images(
     return np.stack(arrays), single
 
 
-def _check_params(parameters: dict[str, Any], n_classes: int, extra: tuple[str, ...]) -> tuple[
-    int, float
-]:
+def _check_params(
+    parameters: dict[str, Any], n_classes: int, extra: tuple[str, ...]
+) -> tuple[int, float]:
     allowed = ("top_k", "confidence_threshold", *extra)
     unknown = sorted(k for k in parameters if k not in allowed)
     if unknown:
@@ -261,3 +261,40 @@ def top_k_predictions(
     if single:
         return {"prediction": rows[0]["label"], "top_k": rows[0]["top_k"]}
     return {"predictions": rows}
+
+
+def predict_images(
+    inputs: list[Any],
+    parameters: dict[str, Any],
+    label_names: list[str],
+    size: int,
+    data_root: Path | None,
+    probabilities: Callable[[npt.NDArray[Any]], npt.NDArray[Any]],
+    *,
+    extra_params: tuple[str, ...] = (),
+    check_input: Callable[[Any], None] | None = None,
+) -> list[dict[str, Any] | UserError]:
+    """The image runtimes' ``predict_many`` (see :mod:`.base`): the parameters checked once
+    (a bad one fails the call), each input checked (``check_input``) and decoded on its own
+    (a bad one fails its own slot), then every image of every input (all resized to
+    ``size``) stacked into one ``(N, size, size, 3)`` batch for one ``probabilities`` call,
+    which chunks it as memory requires; slot ``i`` is :func:`top_k_predictions` of its
+    own rows."""
+    _check_params(parameters, len(label_names), extra_params)
+
+    def decode(item: Any) -> tuple[list[npt.NDArray[Any]], bool]:
+        if check_input is not None:
+            check_input(item)
+        images, single = decode_inference_images(item, size, data_root)
+        return list(images), single
+
+    slots, images = parse_slots(inputs, decode)
+    if not images:  # every input was refused (or none was given): no model call
+        return [slot for slot in slots if isinstance(slot, UserError)]
+    probs = probabilities(np.stack(images))
+    return answer_slots(
+        slots,
+        lambda slot: top_k_predictions(
+            probs[slot.start : slot.stop], label_names, parameters, slot.single, extra_params
+        ),
+    )

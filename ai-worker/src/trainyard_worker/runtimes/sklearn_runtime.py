@@ -23,7 +23,17 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils._param_validation import InvalidParameterError
 
-from .base import ModelMeta, TrainContext, TrainRequest, TrainResult, UserError
+from .base import (
+    BatchSlot,
+    ModelMeta,
+    TrainContext,
+    TrainRequest,
+    TrainResult,
+    UserError,
+    answer_slots,
+    parse_slots,
+    predict_one,
+)
 from .params import read_csv_rows
 
 __all__ = [
@@ -33,6 +43,7 @@ __all__ = [
     "UntrustedModelError",
     "load",
     "predict",
+    "predict_many",
     "train",
 ]
 
@@ -371,36 +382,81 @@ def _want_probability(parameters: dict[str, Any] | None) -> bool:
     return value
 
 
+def _feature_names(model: Any, meta: ModelMeta) -> tuple[list[str], str]:
+    """(feature names, an example row for error messages)."""
+    names = [str(n) for n in meta.details.get("feature_names", [])]
+    if not names:  # older records: fall back to generic names from the model itself
+        names = [f"feature{i + 1}" for i in range(int(model.n_features_in_))]
+    example = str(meta.details.get("example_input") or ",".join(["1.0"] * len(names)))
+    return names, example
+
+
+def _parse_input(input_data: Any, names: list[str], example: str) -> tuple[list[list[float]], bool]:
+    """(rows of feature values, whether one row string was sent)."""
+    single = isinstance(input_data, str)
+    rows = [input_data] if single else input_data
+    if not isinstance(rows, list) or not rows:
+        raise UserError("input_data must be a CSV row string or a non-empty list of them")
+    return [_parse_input_row(r, i, names, example) for i, r in enumerate(rows)], single
+
+
+def _label_is_argmax(model: Any) -> bool:
+    """Whether ``model.predict(X)`` is, by sklearn's own code, exactly
+    ``classes_[argmax(predict_proba(X))]``: true for RandomForestClassifier (one output) and
+    for CalibratedClassifierCV (the svm pipeline's last step). Not for a bare SVC, whose
+    predict follows the decision function and can disagree with its probabilities."""
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    if isinstance(final, RandomForestClassifier):
+        return int(getattr(final, "n_outputs_", 1)) == 1
+    return isinstance(final, CalibratedClassifierCV)
+
+
+def _classify(model: Any, X: np.ndarray, want_proba: bool) -> tuple[list[str], np.ndarray | None]:
+    """(labels, probabilities or None), walking the model once where the labels follow
+    from the probabilities (a forest's predict is its predict_proba and an argmax)."""
+    if not want_proba:
+        return [str(c) for c in model.predict(X)], None
+    probas = np.asarray(model.predict_proba(X))
+    if _label_is_argmax(model):
+        labels = np.asarray(model.classes_).take(np.argmax(probas, axis=1), axis=0)
+    else:
+        labels = model.predict(X)
+    return [str(c) for c in labels], probas
+
+
+def predict_many(
+    model: Any, meta: ModelMeta, inputs: list[str | list[str]], parameters: dict[str, Any]
+) -> list[dict[str, Any] | UserError]:
+    """Every input's rows in one matrix, one model walk; slot ``i`` is what :func:`predict`
+    gives for ``inputs[i]`` (see :mod:`.base`)."""
+    want_proba = _want_probability(parameters)
+    names, example = _feature_names(model, meta)
+    slots, rows = parse_slots(inputs, lambda item: _parse_input(item, names, example))
+    if not rows:  # every input was refused (or none was given): no model call
+        return [slot for slot in slots if isinstance(slot, UserError)]
+    labels, probas = _classify(model, np.asarray(rows, dtype=np.float64), want_proba)
+    classes = [str(c) for c in model.classes_]
+
+    def item(i: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"label": labels[i]}
+        if probas is not None:
+            out["probabilities"] = {c: float(p) for c, p in zip(classes, probas[i], strict=True)}
+        return out
+
+    def answer(slot: BatchSlot) -> dict[str, Any]:
+        if not slot.single:
+            return {"predictions": [item(i) for i in range(slot.start, slot.stop)]}
+        one = item(slot.start)
+        result: dict[str, Any] = {"prediction": one.pop("label")}
+        result.update(one)
+        return result
+
+    return answer_slots(slots, answer)
+
+
 def predict(
     model: Any, meta: ModelMeta, input_data: str | list[str], parameters: dict[str, Any]
 ) -> dict[str, Any]:
     """Classify one CSV row (``{"prediction", "probabilities"?}``) or a list of rows
     (``{"predictions": [{"label", "probabilities"?}, ...]}``)."""
-    want_proba = _want_probability(parameters)
-    names = [str(n) for n in meta.details.get("feature_names", [])]
-    if not names:  # older records: fall back to generic names from the model itself
-        names = [f"feature{i + 1}" for i in range(int(model.n_features_in_))]
-    example = str(meta.details.get("example_input") or ",".join(["1.0"] * len(names)))
-    single = isinstance(input_data, str)
-    rows = [input_data] if single else input_data
-    if not isinstance(rows, list) or not rows:
-        raise UserError("input_data must be a CSV row string or a non-empty list of them")
-    X = np.asarray(
-        [_parse_input_row(r, i, names, example) for i, r in enumerate(rows)],
-        dtype=np.float64,
-    )
-    labels = [str(c) for c in model.predict(X)]
-    probas = model.predict_proba(X) if want_proba else None
-    classes = [str(c) for c in model.classes_]
-    out: list[dict[str, Any]] = []
-    for i, label in enumerate(labels):
-        item: dict[str, Any] = {"label": label}
-        if probas is not None:
-            item["probabilities"] = {c: float(p) for c, p in zip(classes, probas[i], strict=True)}
-        out.append(item)
-    if single:
-        result: dict[str, Any] = {"prediction": out[0]["label"]}
-        if "probabilities" in out[0]:
-            result["probabilities"] = out[0]["probabilities"]
-        return result
-    return {"predictions": out}
+    return predict_one(predict_many, model, meta, input_data, parameters)

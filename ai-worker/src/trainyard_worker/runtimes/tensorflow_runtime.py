@@ -29,6 +29,7 @@ from .base import (
     UserError,
     child_data_root,
     child_device,
+    predict_one,
 )
 from .params import check_number
 
@@ -40,6 +41,7 @@ __all__ = [
     "MODEL_TYPES",
     "load",
     "predict",
+    "predict_many",
     "train",
 ]
 
@@ -503,13 +505,21 @@ def load(model_dir: Path, meta: ModelMeta) -> Any:
     return _load_file(Path(model_dir))
 
 
+def predict_many(
+    model: Any, meta: ModelMeta, inputs: list[str | list[str]], parameters: dict[str, Any]
+) -> list[dict[str, Any] | UserError]:
+    """Every input's images in one batch (chunked at ``_INFERENCE_BATCH``); slot ``i`` is
+    what :func:`predict` gives for ``inputs[i]`` (see :mod:`.base`)."""
+    return imagedata.predict_images(
+        inputs, dict(parameters or {}), list(meta.label_names), int(meta.details["image_size"]),
+        child_data_root(), lambda x: _probabilities(model, x),
+    )  # fmt: skip
+
+
 def predict(
     model: Any, meta: ModelMeta, input_data: str | list[str], parameters: dict[str, Any]
 ) -> dict[str, Any]:
     """Classify one image (``{"prediction", "top_k"}``) or a list of images
     (``{"predictions": [{"label", "top_k"}, ...]}``); ``prediction`` is None when no class
     reaches ``confidence_threshold``."""
-    size = int(meta.details["image_size"])
-    x, single = imagedata.decode_inference_images(input_data, size, child_data_root())
-    probs = _probabilities(model, x)
-    return imagedata.top_k_predictions(probs, meta.label_names, dict(parameters or {}), single)
+    return predict_one(predict_many, model, meta, input_data, parameters)

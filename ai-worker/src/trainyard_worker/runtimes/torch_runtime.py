@@ -10,7 +10,7 @@ from typing import Any
 
 from .base import ModelMeta, TrainContext, TrainRequest, TrainResult, UserError
 
-__all__ = ["MODEL_TYPES", "load", "predict", "train"]
+__all__ = ["MODEL_TYPES", "load", "predict", "predict_many", "train"]
 
 MODEL_TYPES = ("bert", "transformer", "resnet", "vgg")
 
@@ -41,3 +41,12 @@ def predict(
 ) -> dict[str, Any]:
     result: dict[str, Any] = _module(meta.model_type).predict(model, meta, input_data, parameters)
     return result
+
+
+def predict_many(
+    model: Any, meta: ModelMeta, inputs: list[str | list[str]], parameters: dict[str, Any]
+) -> list[dict[str, Any] | UserError]:
+    results: list[dict[str, Any] | UserError] = _module(meta.model_type).predict_many(
+        model, meta, inputs, parameters
+    )
+    return results

@@ -27,7 +27,10 @@ from .base import (
     TrainRequest,
     TrainResult,
     UserError,
+    answer_slots,
     child_device,
+    parse_slots,
+    predict_one,
 )
 from .torch_common import (
     autocast,
@@ -48,6 +51,7 @@ __all__ = [
     "TextModel",
     "load",
     "predict",
+    "predict_many",
     "train",
 ]
 
@@ -274,12 +278,18 @@ def _pad(rows: list[list[int]], pad_id: int, device: torch.device) -> dict[str, 
 
 
 def _logits(model: Any, rows: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
+    """Logits of every row, in ``rows`` order, from batches of at most ``_EVAL_BATCH`` rows
+    (the memory bound); rows of similar length share a batch, so little is padding."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     outputs = []
     with torch.no_grad():
         for start in range(0, len(rows), _EVAL_BATCH):
-            batch = _pad(rows[start : start + _EVAL_BATCH], pad_id, device)
+            batch = _pad([rows[i] for i in order[start : start + _EVAL_BATCH]], pad_id, device)
             outputs.append(model(**batch).logits.float().cpu())
-    return torch.cat(outputs)
+    logits = torch.cat(outputs)
+    restored = torch.empty_like(logits)
+    restored[torch.tensor(order, dtype=torch.long)] = logits
+    return restored
 
 
 def _accuracy(model: Any, rows: list[list[int]], targets: list[int], pad_id: int,
@@ -432,17 +442,20 @@ def load(model_dir: Path, meta: ModelMeta) -> TextModel:
     return TextModel(model=model, tokenizer=tokenizer, device=device, max_length=max_length)
 
 
-def predict(
-    model: TextModel, meta: ModelMeta, input_data: str | list[str], parameters: dict[str, Any]
-) -> dict[str, Any]:
-    """One text -> ``{"prediction", "scores"}``; a list -> ``{"predictions": [{"label",
-    "scores"}, ...]}``. Scores are softmax(logits / temperature), best first."""
+def predict_many(
+    model: TextModel, meta: ModelMeta, inputs: list[str | list[str]], parameters: dict[str, Any]
+) -> list[dict[str, Any] | UserError]:
+    """The texts of every input tokenised together and classified in one padded batch
+    (chunked at ``_EVAL_BATCH``); slot ``i`` is what :func:`predict` gives for ``inputs[i]``
+    (see :mod:`.base`)."""
     # At least one text token besides [CLS]/[SEP]; the model's own max_length at most.
     shortest = model.tokenizer.num_special_tokens_to_add() + 1
     temperature, max_length, top_k = textdata.check_predict_params(
         dict(parameters or {}), model.max_length, shortest
     )
-    texts, single = textdata.check_texts(input_data)
+    slots, texts = parse_slots(inputs, textdata.check_texts)
+    if not texts:  # every input was refused (or none was given): no model call
+        return [slot for slot in slots if isinstance(slot, UserError)]
     labels = list(meta.label_names)
     if len(labels) != int(model.model.config.num_labels):
         raise RuntimeError(
@@ -452,4 +465,17 @@ def predict(
     rows = _encode(model.tokenizer, texts, max_length)
     probs = softmax(_logits(model.model, rows, int(model.tokenizer.pad_token_id), model.device),
                     temperature)  # fmt: skip
-    return textdata.ranked_predictions(probs, labels, top_k, single)
+    return answer_slots(
+        slots,
+        lambda slot: textdata.ranked_predictions(
+            probs[slot.start : slot.stop], labels, top_k, slot.single
+        ),
+    )
+
+
+def predict(
+    model: TextModel, meta: ModelMeta, input_data: str | list[str], parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """One text -> ``{"prediction", "scores"}``; a list -> ``{"predictions": [{"label",
+    "scores"}, ...]}``. Scores are softmax(logits / temperature), best first."""
+    return predict_one(predict_many, model, meta, input_data, parameters)

@@ -33,6 +33,7 @@ from .base import (
     UserError,
     child_data_root,
     child_device,
+    predict_one,
 )
 from .torch_common import autocast, check_number, peak_gpu_memory, prepare_torch, train_epochs
 
@@ -44,6 +45,7 @@ __all__ = [
     "hyperparameter_names",
     "load",
     "predict",
+    "predict_many",
     "train",
 ]
 
@@ -559,20 +561,29 @@ def _reject_text(input_data: Any, model_type: str) -> None:
             )
 
 
+def predict_many(
+    model: Any, meta: ModelMeta, inputs: list[str | list[str]], parameters: dict[str, Any]
+) -> list[dict[str, Any] | UserError]:
+    """Every input's images in one batch (chunked at ``_EVAL_BATCH``); slot ``i`` is what
+    :func:`predict` gives for ``inputs[i]`` (see :mod:`.base`)."""
+    norm = meta.details["normalization"]
+    device = next(model.parameters()).device
+
+    def probabilities(images: _Floats) -> npt.NDArray[Any]:
+        x = _to_tensor(images, list(norm["mean"]), list(norm["std"]))
+        probs: npt.NDArray[Any] = _probabilities(model, x, device).numpy()
+        return probs
+
+    return imagedata.predict_images(
+        inputs, dict(parameters or {}), list(meta.label_names), int(meta.details["image_size"]),
+        child_data_root(), probabilities,
+        check_input=lambda item: _reject_text(item, meta.model_type),
+    )  # fmt: skip
+
+
 def predict(
     model: Any, meta: ModelMeta, input_data: str | list[str], parameters: dict[str, Any]
 ) -> dict[str, Any]:
     """Classify one image (``{"prediction", "top_k"}``) or a list of them
     (``{"predictions": [{"label", "top_k"}, ...]}``)."""
-    params = dict(parameters or {})
-    labels = list(meta.label_names)
-    # Check the parameters before decoding anything: an empty batch runs only the checks.
-    imagedata.top_k_predictions(np.zeros((0, len(labels))), labels, params, single=False)
-    _reject_text(input_data, meta.model_type)
-    size = int(meta.details["image_size"])
-    images, single = imagedata.decode_inference_images(input_data, size, child_data_root())
-    norm = meta.details["normalization"]
-    x = _to_tensor(images, list(norm["mean"]), list(norm["std"]))
-    device = next(model.parameters()).device
-    probs = _probabilities(model, x, device).numpy()
-    return imagedata.top_k_predictions(probs, labels, params, single)
+    return predict_one(predict_many, model, meta, input_data, parameters)
