@@ -1,20 +1,25 @@
 """Backend tests drive the app (``client``, built with test ``settings``) against the
 session's embedded Valkey from ``trainyard.testing`` (``server``; ``redis_client`` flushes
-it before each test; ``queue`` writes to it as a worker would)."""
+it before each test; ``queue`` writes to it as a worker would). ``LiveApi`` serves the app
+for real (uvicorn on a loopback port) for tests that need real HTTP."""
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from redis import Redis
 
 from trainyard.embedded import EmbeddedServer
 from trainyard.engine import JobQueue
 from trainyard.routing import RUNTIMES
+from trainyard.testing import wait_for
 from trainyard.types import JobType
 from trainyard_api.app import create_app
 from trainyard_api.config import Settings
@@ -50,6 +55,33 @@ def client(settings: Settings, redis_client: Redis) -> Iterator[TestClient]:
     # redis_client first: the database is flushed before the app sees it.
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+class LiveApi:
+    """The app under uvicorn in a thread, on a loopback socket bound here (a free port)."""
+
+    def __init__(self, app_settings: Settings) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(
+            create_app(app_settings), lifespan="on", log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveApi:
+        self.thread.start()
+        wait_for(lambda: self.server.started, 20.0, "uvicorn to start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20.0)
+        self.sock.close()
 
 
 def heartbeat(queue: JobQueue, worker_id: str, runtime: str, **extra: Any) -> None:

@@ -1,8 +1,10 @@
 """docs/API.md, the README and the seed README stay true to the code.
 
-* Every ``curl -X POST .../jobs/training`` or ``.../jobs/inference`` in a ```bash block (of
-  docs/API.md, README.md and the seed's README) sends a body that the request model accepts;
-  training bodies must also route. A block marked ``<!-- curl: rejected -->`` in
+* Every ``curl -X POST .../jobs/training``, ``.../jobs/inference`` or ``.../jobs/batch`` in a
+  ```bash block (of docs/API.md, README.md and the seed's README) sends a body that the
+  request model accepts; training bodies must also route. A batch's jobs must each validate
+  (their refusals, if the example shows any, are the ones no schema can see: a data path or
+  a model that is not there). A block marked ``<!-- curl: rejected -->`` in
   docs/API.md shows a refused request: its bodies must fail validation or routing.
 * Every ```json block in docs/API.md is a response example, tagged on the line above with
   ``<!-- response: ModelName -->``; it must validate against that model and hold no key
@@ -27,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from trainyard.routing import ModelTypeRoute, RouteError, Runtime, route_training
 from trainyard.schema import (
+    BatchJob,
+    BatchSubmitResponse,
     InferenceJobRequest,
     JobRecord,
     JobStatus,
@@ -42,6 +46,7 @@ from trainyard.types import FailureKind, JobState
 from trainyard_api.app import create_app
 from trainyard_api.config import Settings
 from trainyard_api.errors import CODES, ErrorResponse
+from trainyard_api.routes.batch import BatchSubmitRequest
 from trainyard_api.routes.dead_letters import DeadLetterList, RedriveAllResult
 from trainyard_api.routes.events import Logs
 from trainyard_api.routes.health import Health
@@ -61,7 +66,7 @@ RESPONSE_TAG = re.compile(r"^<!--\s*response:\s*([A-Za-z]+)\s*-->$")
 FENCE_OPEN = re.compile(r"^(\s*)```([A-Za-z]*)\s*$")
 FENCE_CLOSE = re.compile(r"^\s*```\s*$")
 CURL = re.compile(r"\bcurl\b")
-SUBMIT = re.compile(r'-X\s+POST\s+"http://localhost:8000/jobs/(training|inference)[^"]*"')
+SUBMIT = re.compile(r'-X\s+POST\s+"http://localhost:8000/jobs/(training|inference|batch)[^"]*"')
 BODY = re.compile(r"(?:-d|--data|--data-raw)\s+'([^']*)'")
 
 
@@ -92,6 +97,7 @@ RESPONSE_MODELS: dict[str, type[BaseModel]] = {
         RoutingTable,
         DeadLetterList,
         RedriveAllResult,
+        BatchSubmitResponse,
     )
 }
 TEXT_TAGS = {"sse", "metrics"}
@@ -135,7 +141,7 @@ def fenced_blocks(markdown: str) -> list[Block]:
 class Submission:
     source: str
     line: int
-    endpoint: str  # training | inference
+    endpoint: str  # training | inference | batch
     body: str | None
     rejected: bool
 
@@ -172,6 +178,11 @@ def check_submission(sub: Submission) -> None:
     if sub.endpoint == "training":
         request = TrainingJobRequest.model_validate(payload)
         route_training(request.model_type, request.requires_gpu, request.framework_override)
+    elif sub.endpoint == "batch":
+        for job in BatchSubmitRequest.model_validate(payload).jobs:
+            checked = TypeAdapter(BatchJob).validate_python(job)
+            if isinstance(checked, TrainingJobRequest):
+                route_training(checked.model_type, checked.requires_gpu, checked.framework_override)
     else:
         InferenceJobRequest.model_validate(payload)
 
@@ -229,6 +240,8 @@ def test_curl_examples_are_found(name: str, path: Path, training: int, inference
     subs = [s for s in submissions(name, path.read_text(encoding="utf-8")) if not s.rejected]
     assert sum(s.endpoint == "training" for s in subs) >= training
     assert sum(s.endpoint == "inference" for s in subs) >= inference
+    if name == "docs/API.md":
+        assert sum(s.endpoint == "batch" for s in subs) >= 1
 
 
 def test_the_seed_readme_bodies_are_trainyard_seed_examples() -> None:

@@ -6,7 +6,8 @@ settings of ``conftest.py``. Schemathesis loads ``/openapi.json`` from it and, f
 operation, sends the schema's examples, boundary cases, then random valid and invalid
 requests, and checks every answer: no 5xx, a documented status code, the documented
 content type and body schema (each event of the event stream too), invalid requests
-refused, valid ones accepted (see ``SEMANTIC_FIELDS`` for the submissions).
+refused, valid ones accepted (see ``SEMANTIC_FIELDS`` for the submissions; POST /jobs/batch
+answers 200 with a result per job, so ``check_batch`` makes those two checks per job).
 
 Before fuzzing, the database holds real state written the way workers write it: a live
 worker, registered models (also under the model ids of the schema's examples), and jobs
@@ -17,8 +18,9 @@ if any operation never answered 2xx.
 
 Bounds, so the file stays CI-sized (about 30 s on two cores):
 
-* ``?wait=`` on POST /jobs/inference: the app runs with ``max_wait_s`` = 0.2, so a valid
-  wait blocks at most that long (a longer one is refused with 422, checked too).
+* ``?wait=`` on POST /jobs/training and /jobs/inference: the app runs with ``max_wait_s`` =
+  0.2, so a valid wait blocks at most that long (a longer one is refused with 422, checked
+  too).
 * GET /jobs/{job_id}/events streams until the job ends. It is fuzzed, but only ids of jobs
   that already ended are swapped in, whose streams end at once; a generated id names no job
   (404) or is malformed (422). The request timeout backs this up: a stream that never ends
@@ -38,17 +40,15 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema_rs
 import pytest
 import schemathesis
-import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -61,14 +61,12 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from conftest import assert_error, heartbeat, model_record, register_model, run_job
+from conftest import LiveApi, assert_error, heartbeat, model_record, register_model, run_job
 from trainyard.engine import JobQueue
 from trainyard.routing import MODEL_TYPES, RUNTIMES
 from trainyard.schema import ID_PATTERN
 from trainyard.seed_examples import INFERENCE_BODIES
-from trainyard.testing import wait_for
 from trainyard.types import JobType
-from trainyard_api.app import create_app
 from trainyard_api.config import Settings
 
 FUZZ_EXAMPLES = int(os.environ.get("TRAINYARD_FUZZ_EXAMPLES", "20"))
@@ -89,6 +87,7 @@ KEY_HEADERS = {"Authorization": f"Bearer {API_KEY}", "X-API-Key": API_KEY}
 # through what the app refuses.
 SEMANTIC_FIELDS: dict[str, set[str]] = {
     "POST /jobs/training": {
+        "wait",
         "framework_override",
         "requires_gpu",
         "data_path",
@@ -116,33 +115,6 @@ class Seeded:
         if path.endswith("/redrive"):
             return [*self.dead_jobs, self.ended_jobs[0]]  # 202, then 200; sometimes 409
         return [*self.ended_jobs, *self.live_jobs]
-
-
-class LiveApi:
-    """The app under uvicorn in a thread, on a loopback socket bound here (a free port)."""
-
-    def __init__(self, app_settings: Settings) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            create_app(app_settings), lifespan="on", log_level="warning", access_log=False
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveApi:
-        self.thread.start()
-        wait_for(lambda: self.server.started, 20.0, "uvicorn to start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20.0)
-        self.sock.close()
 
 
 def _dead_job(queue: JobQueue) -> str:
@@ -312,26 +284,91 @@ def keyed_api_schema(
         yield loaded
 
 
+BATCH = "POST /jobs/batch"
+# What a schema-valid job of a batch may still be refused for with 422: its single route's
+# semantic checks (routing, data path, base model). The idempotency key cannot conflict
+# (a batch job has no header).
+BATCH_SEMANTIC_FIELDS = {"framework_override", "requires_gpu", "data_path", "base_model_id"}
+
+
+@dataclass
+class BatchSchema:
+    """Validators of a batch body and of one of its jobs, from the served schema."""
+
+    body: jsonschema_rs.Validator
+    job: jsonschema_rs.Validator
+
+    @classmethod
+    def of(cls, raw_schema: dict[str, Any]) -> BatchSchema:
+        components = raw_schema["components"]
+        operation = raw_schema["paths"]["/jobs/batch"]["post"]
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        name = body["$ref"].rsplit("/", 1)[1]
+        job = components["schemas"][name]["properties"]["jobs"]["items"]
+        return cls(
+            jsonschema_rs.Draft202012Validator({**body, "components": components}),
+            jsonschema_rs.Draft202012Validator({**job, "components": components}),
+        )
+
+
+_BATCH_SCHEMAS: dict[int, BatchSchema] = {}  # by the served schema's id: built once each
+
+
+def check_batch(case: schemathesis.Case[Any], response: Any) -> None:
+    """A batch answers 200 even when some of its jobs are refused, so the whole-request
+    checks (a valid request accepted, an invalid one refused) are made per job instead:
+    a job the schema refuses must be refused; a job it accepts may be refused only for
+    what its single route refuses a schema-valid body for."""
+    if response.status_code != 200:
+        return
+    raw = case.operation.schema.raw_schema
+    if id(raw) not in _BATCH_SCHEMAS:
+        _BATCH_SCHEMAS[id(raw)] = BatchSchema.of(raw)
+    schema = _BATCH_SCHEMAS[id(raw)]
+    sent = case.body
+    jobs = sent["jobs"]
+    results = response.json()["results"]
+    assert [r["index"] for r in results] == list(range(len(jobs))), response.text
+    invalid = [not schema.job.is_valid(job) for job in jobs]
+    # A body the schema refuses, answered 200: only its jobs may be what is wrong.
+    assert schema.body.is_valid(sent) or any(invalid), case.as_curl_command()
+    for index, (job_invalid, result) in enumerate(zip(invalid, results, strict=True)):
+        where = f"jobs[{index}] {result}\n{case.as_curl_command()}"
+        if job_invalid:  # refused, for that or (first) for a missing model: 404, 409
+            assert result["status_code"] in (404, 409, 422), f"an invalid job was taken: {where}"
+        elif result["status_code"] == 422:
+            blamed = {d["field"] for d in result["error"]["details"]}
+            allowed = {f"jobs[{index}].{name}" for name in BATCH_SEMANTIC_FIELDS}
+            assert blamed and blamed <= allowed, f"a schema-valid job was refused: {where}"
+        else:
+            assert result["status_code"] in (200, 202, 404, 409), where
+
+
 def check_case(
     case: schemathesis.Case[Any], reached: Reached, headers: dict[str, str] | None = None
 ) -> None:
     """Send the case to the live app and run every check on the answer."""
-    semantic = SEMANTIC_FIELDS.get(case.operation.label)
+    label = case.operation.label
+    semantic = SEMANTIC_FIELDS.get(label)
     response = case.call(headers=headers, timeout=REQUEST_TIMEOUT_S)
-    reached.statuses[case.operation.label].add(response.status_code)
+    reached.statuses[label].add(response.status_code)
     excluded: list[CheckFunction] = [positive_data_acceptance] if semantic is not None else []
+    if label == BATCH:
+        excluded = [negative_data_rejection]  # per job, in check_batch
     if response.status_code == 413:
         # The size limit refuses a body before anyone reads it, valid or not (the schema
         # cannot say how big a valid body may be: that is MAX_BODY_BYTES).
         excluded = [positive_data_acceptance, negative_data_rejection]
     case.validate_response(response, excluded_checks=excluded, headers=headers)
+    if label == BATCH:
+        check_batch(case, response)
     meta = case.meta
     if semantic is None or response.status_code != 422 or meta is None:
         return
     if meta.generation.mode.is_positive:
         blamed = {d["field"] for d in response.json()["error"]["details"]}
         assert blamed and blamed <= semantic, (
-            f"{case.operation.label}: a schema-valid request was refused for {blamed}: "
+            f"{label}: a schema-valid request was refused for {blamed}: "
             f"{response.text}\n{case.as_curl_command()}"
         )
 

@@ -5,14 +5,20 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from redis import Redis
 
-from conftest import assert_error, heartbeat, register_model, run_job
+from conftest import assert_error, heartbeat, model_record, register_model, run_job
 from trainyard.engine import JobQueue
+from trainyard.testing import wait_for
 from trainyard.types import JobType
+from trainyard_api.app import create_app
+from trainyard_api.config import Settings
 from trainyard_api.examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
 
 SEED_RUNTIMES = {
@@ -127,6 +133,81 @@ def test_inference_wait_over_the_maximum_is_422(client: TestClient, queue: JobQu
     register_model(queue, "rf1")
     resp = client.post("/jobs/inference?wait=301", json={"model_id": "rf1", "input_data": "x"})
     assert_error(resp, 422, "invalid_request", "wait")
+
+
+@pytest.fixture
+def long_read_client(settings: Settings, redis_client: Redis) -> Iterator[TestClient]:
+    """The app with the longest blocking read it allows (25 s): a ?wait= answered sooner
+    was woken by the job's event, not by a read that timed out and looked again."""
+    with TestClient(create_app(settings.model_copy(update={"sse_keepalive_s": 25.0}))) as c:
+        yield c
+
+
+def _blocked_on_xread(redis: Redis) -> bool:
+    return any(c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in redis.client_list())
+
+
+def test_training_wait_answers_as_soon_as_the_job_ends(
+    long_read_client: TestClient, queue: JobQueue, redis_client: Redis
+) -> None:
+    def worker() -> float:
+        """Claim the job, wait until the API blocks on its event stream, then finish it as
+        a worker would (no worker process: the engine's calls); when it finished."""
+        assert queue.wait_for_work(["sklearn"], 20.0), "the submission woke no one"
+        claim = queue.claim("w-thread", ["sklearn"], lease_ms=60_000)
+        assert claim is not None
+        wait_for(lambda: _blocked_on_xread(redis_client), 20.0, "the API to block on XREAD")
+        finished = time.monotonic()
+        model = model_record("rf_waited", claim.job_id)
+        done = queue.finish(
+            claim.job_id, claim.attempt_id, "succeeded", result={"accuracy": 0.9}, model=model
+        )
+        assert done.applied
+        return finished
+
+    with ThreadPoolExecutor(1) as pool:
+        finishing = pool.submit(worker)
+        resp = long_read_client.post("/jobs/training?wait=120", json=seed_training("random_forest"))
+        answered = time.monotonic()
+        finished = finishing.result(timeout=30)
+    assert resp.status_code == 200, resp.text
+    status = resp.json()
+    assert status["status"] == "succeeded" and status["job_type"] == "training"
+    assert status["model_id"] == "rf_waited" and status["result"] == {"accuracy": 0.9}
+    assert resp.headers["location"] == f"/jobs/{status['job_id']}"
+    # Woken by the event: far sooner than the 25 s blocking read or the 120 s wait.
+    assert answered - finished < 10
+
+
+def test_training_without_wait_or_with_wait_0_answers_at_once(client: TestClient) -> None:
+    for url in ("/jobs/training", "/jobs/training?wait=0"):
+        resp = client.post(url, json=seed_training("random_forest"))
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["status"] == "queued"
+
+
+def test_training_wait_times_out_with_202(client: TestClient) -> None:
+    resp = client.post("/jobs/training?wait=0.5", json=seed_training("random_forest"))
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["status"] == "queued"
+
+
+def test_training_wait_over_the_maximum_is_422(client: TestClient) -> None:
+    resp = client.post("/jobs/training?wait=301", json=seed_training("random_forest"))
+    err = assert_error(resp, 422, "invalid_request", "wait")
+    assert "300" in err["message"]
+    assert client.get("/jobs").json()["jobs"] == []  # nothing queued
+
+
+def test_training_wait_on_a_replay_of_an_ended_job_is_200_at_once(
+    client: TestClient, queue: JobQueue
+) -> None:
+    body = {**seed_training("random_forest"), "idempotency_key": "trained-once"}
+    job_id = client.post("/jobs/training", json=body).json()["job_id"]
+    run_job(queue, job_id, "sklearn", result={"accuracy": 1.0})
+    resp = client.post("/jobs/training?wait=120", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["job_id"] == job_id and resp.json()["status"] == "succeeded"
 
 
 def test_idempotency_key_in_body(client: TestClient) -> None:

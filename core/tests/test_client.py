@@ -12,6 +12,7 @@ import pytest
 from api_replies import status_reply as _status
 
 from trainyard.client import Client, JobFailed, TrainyardError
+from trainyard.schema import InferenceJobRequest, JobStatus, TrainingJobRequest
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -61,6 +62,89 @@ def test_infer_passes_wait_as_a_query_parameter() -> None:
     with _client(handler) as ty:
         job = ty.infer("rf-1", ["1,2", "3,4"], wait=5)
         assert job.submitted is not None and job.submitted["status"] == "succeeded"
+
+
+def test_train_passes_wait_as_a_query_parameter() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/jobs/training"
+        assert request.url.params["wait"] == "60"
+        assert "wait" not in json.loads(request.content)
+        return httpx.Response(200, json=_status("t1", "succeeded", model_id="rf"))
+
+    with _client(handler) as ty:
+        job = ty.train("random_forest", "/data/tabular_data.csv", wait=60)
+        assert job.submitted is not None and job.submitted["model_id"] == "rf"
+
+
+def test_submit_many_sends_one_batch_and_returns_typed_results() -> None:
+    seen: list[httpx.Request] = []
+    error = {
+        "status": 404,
+        "code": "not_found",
+        "message": "no model 'ghost'",
+        "details": [{"field": "jobs[1].model_id", "reason": "no model 'ghost'"}],
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status = {**_status("t1"), "attempt": 0, "max_attempts": 3}
+        results = [
+            {"index": 0, "status_code": 202, "job": status, "error": None},
+            {"index": 1, "status_code": 404, "job": None, "error": error},
+        ]
+        return httpx.Response(200, json={"results": results})
+
+    jobs: list[TrainingJobRequest | InferenceJobRequest] = [
+        TrainingJobRequest(model_type="random_forest", data_path="/data/t.csv", priority="high"),
+        InferenceJobRequest(model_id="ghost", input_data=["1,2"]),
+    ]
+    with _client(handler, api_key="secret") as ty:
+        results = ty.submit_many(jobs)
+        assert ty.submit_many([]) == []  # nothing to send: no request
+    (request,) = seen
+    assert (request.method, request.url.path) == ("POST", "/jobs/batch")
+    assert request.headers["Authorization"] == "Bearer secret"
+    # The fields the caller set, and each job's type; defaults are left to the API.
+    assert json.loads(request.content) == {
+        "jobs": [
+            {
+                "type": "training",
+                "model_type": "random_forest",
+                "data_path": "/data/t.csv",
+                "priority": "high",
+            },
+            {"type": "inference", "model_id": "ghost", "input_data": ["1,2"]},
+        ]
+    }
+    queued, refused = results
+    assert isinstance(queued.job, JobStatus) and queued.job.job_id == "t1"
+    assert queued.status_code == 202 and queued.error is None and queued.accepted
+    assert refused.job is None and refused.error is not None and not refused.accepted
+    assert refused.error.code == "not_found"
+    assert [d.field for d in refused.error.details] == ["jobs[1].model_id"]
+
+
+def test_submit_many_raises_when_the_api_refuses_the_whole_batch() -> None:
+    body = {
+        "error": {
+            "status": 422,
+            "code": "invalid_request",
+            "message": "jobs: List should have at most 1000 items after validation, not 1001",
+            "details": [{"field": "jobs", "reason": "List should have at most 1000 items"}],
+        }
+    }
+    job = InferenceJobRequest(model_id="m", input_data="1")
+    with (
+        _client(lambda _: httpx.Response(422, json=body)) as ty,
+        pytest.raises(TrainyardError) as caught,
+    ):
+        ty.submit_many([job] * 1001)
+    assert caught.value.status == 422 and caught.value.fields == ["jobs"]
+
+
+def test_submit_many_takes_request_models_only() -> None:
+    with _client(lambda _: httpx.Response(500)) as ty, pytest.raises(TypeError):
+        ty.submit_many([{"model_id": "m", "input_data": "1"}])  # type: ignore[list-item]
 
 
 def test_api_errors_become_trainyard_errors_with_their_fields() -> None:

@@ -6,9 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from trainyard.schema import InferenceJobRequest, TrainingJobRequest, job_from_hash
+from trainyard.schema import (
+    MAX_BATCH_JOBS,
+    BatchJob,
+    BatchSubmitResponse,
+    InferenceBatchJob,
+    InferenceJobRequest,
+    TrainingBatchJob,
+    TrainingJobRequest,
+    job_from_hash,
+)
 from trainyard.seed_examples import INFERENCE_BODIES, TRAINING_BODIES
 from trainyard.types import JobState, Priority
 
@@ -202,3 +211,53 @@ def test_job_from_hash_builds_the_api_record() -> None:
     assert record.retry_at is not None and record.created_at is not None
     assert (record.retry_at - record.created_at).total_seconds() == 5
     assert record.attempt_id is None and record.timeout_s is None and not record.cancel_requested
+
+
+# -- batches (POST /jobs/batch) -----------------------------------------------------------
+
+
+def test_a_batch_job_is_a_single_body_plus_its_type() -> None:
+    jobs = TypeAdapter(list[BatchJob]).validate_python(
+        [
+            {"type": "training", **SEED_TRAINING_BODIES[0]},
+            {"type": "inference", **SEED_INFERENCE_BODIES[0]},
+        ]
+    )
+    assert isinstance(jobs[0], TrainingBatchJob) and isinstance(jobs[0], TrainingJobRequest)
+    assert isinstance(jobs[1], InferenceBatchJob) and isinstance(jobs[1], InferenceJobRequest)
+    with pytest.raises(ValidationError):  # the type decides which body it must be
+        TypeAdapter(BatchJob).validate_python({"type": "inference", **SEED_TRAINING_BODIES[0]})
+    with pytest.raises(ValidationError):
+        TypeAdapter(BatchJob).validate_python(SEED_TRAINING_BODIES[0])  # no type
+    with pytest.raises(ValidationError):  # and a single body knows no type
+        TrainingJobRequest.model_validate({"type": "training", **SEED_TRAINING_BODIES[0]})
+    assert MAX_BATCH_JOBS == 1000
+
+
+def test_a_batch_answer_parses_into_typed_results() -> None:
+    status = {
+        "job_id": "j1",
+        "status": "queued",
+        "job_type": "training",
+        "runtime": "sklearn",
+        "attempt": 0,
+        "max_attempts": 3,
+    }
+    error = {
+        "status": 422,
+        "code": "invalid_request",
+        "message": "jobs[1].data_path: no such file",
+        "details": [{"field": "jobs[1].data_path", "reason": "no such file"}],
+    }
+    answer = BatchSubmitResponse.model_validate(
+        {
+            "results": [
+                {"index": 0, "status_code": 202, "job": status, "error": None},
+                {"index": 1, "status_code": 422, "job": None, "error": error},
+            ]
+        }
+    )
+    queued, refused = answer.results
+    assert queued.accepted and queued.job is not None and queued.job.status is JobState.QUEUED
+    assert not refused.accepted and refused.error is not None
+    assert [d.field for d in refused.error.details] == ["jobs[1].data_path"]

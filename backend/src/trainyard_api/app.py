@@ -19,7 +19,7 @@ from .auth import OPEN_PATHS, ApiKeyAuth, KeyRing
 from .config import Settings
 from .errors import error_responses, install_error_handlers
 from .limits import BodySizeLimit
-from .routes import dead_letters, events, health, jobs, metrics, models, queues, workers
+from .routes import batch, dead_letters, events, health, jobs, metrics, models, queues, workers
 
 __all__ = ["app", "create_app"]
 
@@ -29,7 +29,10 @@ dependency environment (a *runtime*: `pytorch-2.1`, `tensorflow`, `sklearn`, ...
 run them.
 
 * Submit with `POST /jobs/training` or `POST /jobs/inference`; the answer (202) carries the
-  job id. Follow it with `GET /jobs/{job_id}/status`, or live with `GET /jobs/{job_id}/events`.
+  job id. Follow it with `GET /jobs/{job_id}/status`, or live with `GET /jobs/{job_id}/events`;
+  or add `?wait=SECONDS` to get the final status in the answer (200) when the job ends in time.
+* `POST /jobs/batch` submits up to 1000 jobs at once and answers 200 with one result per
+  job (its status, or why it alone was refused).
 * A job no live worker can run is accepted; its `waiting_reason` says why it waits. A job no
   runtime could ever run is refused with 422.
 * With API keys configured (`API_KEYS`), every route except `/health` and the docs needs
@@ -82,7 +85,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if keys:
         # Added last, so it runs first: a refused request reaches nothing else.
         app.add_middleware(ApiKeyAuth, keys=keys)
-    for module in (jobs, events, dead_letters, models, workers, queues, health, metrics):
+    # batch before jobs: for a method /jobs/batch lacks, Starlette answers 405 with the Allow
+    # of the first route whose path matches, and /jobs/{job_id} (GET) matches it too.
+    for module in (batch, jobs, events, dead_letters, models, workers, queues, health, metrics):
         app.include_router(module.router)
     if keys:
         app.openapi = lambda: _openapi_with_keys(app)  # type: ignore[method-assign]

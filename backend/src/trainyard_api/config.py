@@ -53,7 +53,9 @@ class Settings(BaseSettings):
         2, ge=1, le=20, description="attempts of an inference job when the body sets none"
     )
     max_wait_s: float = Field(
-        300.0, ge=0, description="longest ?wait= a client may ask POST /jobs/inference for"
+        300.0,
+        ge=0,
+        description="longest ?wait= a client may ask POST /jobs/training or /jobs/inference for",
     )
     sse_keepalive_s: float = Field(
         5.0,

@@ -1,42 +1,56 @@
-"""What several routes share: building job statuses (with why a job waits) and waiting
-for a job to finish. Everything here is sync: the engine is sync redis-py, and FastAPI
-runs ``def`` routes in its threadpool."""
+"""What several routes share: checking and routing a submitted job (one function per job
+type, for the single routes and the batch alike), building job statuses (with why a job
+waits) and waiting for a job to finish. Everything here is sync: the engine is sync
+redis-py, and FastAPI runs ``def`` routes in its threadpool."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
-from trainyard.engine import JobPage, JobQueue
-from trainyard.routing import RUNTIMES
+from trainyard.datapaths import DataPathError, resolve_data_path
+from trainyard.engine import JobPage, JobQueue, Submission
+from trainyard.routing import RUNTIMES, RouteError, check_base_model, route_training
 from trainyard.schema import (
     GpuRecord,
+    InferenceJobRequest,
     JobRecord,
     JobStatus,
     ModelRecord,
+    TrainingJobRequest,
     WorkerRecord,
     job_from_hash,
     ms_to_datetime,
+    status_from_hash,
 )
-from trainyard.types import TERMINAL_STATES, JobState
+from trainyard.types import TERMINAL_STATES, JobState, JobType
 
 from .config import Settings
 from .errors import ApiError
 
 __all__ = [
+    "ModelLookup",
+    "SubmitChecks",
     "absent_not_null",
+    "enqueue_one",
+    "inference_submission",
     "job_record",
     "job_status",
     "live_runtimes",
     "to_model",
     "to_worker",
+    "training_submission",
     "wait_for_terminal",
 ]
 
+ModelLookup = Callable[[str], dict[str, Any] | None]
+
 _WAITING_STATES = {JobState.QUEUED.value, JobState.RETRYING.value}
 _TERMINAL = {s.value for s in TERMINAL_STATES}
-_STATUS_FIELDS = set(JobStatus.model_fields)
 
 
 def absent_not_null(schema: dict[str, Any]) -> None:
@@ -66,8 +80,7 @@ def job_record(job: dict[str, str], runtimes: set[str]) -> JobRecord:
 
 
 def job_status(job: dict[str, str], runtimes: set[str]) -> JobStatus:
-    record = job_record(job, runtimes)
-    return JobStatus.model_validate(record.model_dump(include=_STATUS_FIELDS))
+    return status_from_hash(job, _waiting_reason(job, runtimes))
 
 
 def check_runtime(runtime: str | None) -> None:
@@ -99,8 +112,10 @@ def wait_for_terminal(
     """Block until the job is terminal or ``timeout_s`` passed; return its hash then.
 
     Reads the job's event stream from its start, so a state change between the first
-    look and the first read cannot be missed. Blocks in chunks of ``chunk_s`` (below the
-    Redis socket timeout)."""
+    look and the first read cannot be missed. Each read is an ``XREAD BLOCK``, which
+    returns the moment the script that ends the job adds its state event (the hash and
+    the event change in one script, so the hash read then is final); ``chunk_s`` (below
+    the Redis socket timeout) only bounds one read, it is no polling interval."""
     deadline = time.monotonic() + timeout_s
     job = queue.get_job(job_id) or {}
     last = "0"
@@ -117,6 +132,109 @@ def wait_for_terminal(
             if any(e.kind == "state" for e in events):
                 job = queue.get_job(job_id) or job
     return job
+
+
+def _data_path_error(settings: Settings, data_path: str) -> str | None:
+    # Without a local data root (API and workers on different machines) only the path's
+    # shape is checked here; the worker checks existence against its own root.
+    try:
+        resolve_data_path(settings.data_root, data_path, must_exist=settings.data_root.is_dir())
+    except DataPathError as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class SubmitChecks:
+    """What checking a submission reads besides its body: the settings, the model registry
+    and the data root. A batch reads each model and data path once (``for_batch``)."""
+
+    settings: Settings
+    get_model: ModelLookup
+    data_path_error: Callable[[str], str | None]  # why a data_path is refused, or None
+
+    @classmethod
+    def for_single(cls, queue: JobQueue, settings: Settings) -> SubmitChecks:
+        return cls(settings, queue.get_model, functools.partial(_data_path_error, settings))
+
+    @classmethod
+    def for_batch(cls, queue: JobQueue, settings: Settings) -> SubmitChecks:
+        # Many jobs of a batch name the same model and data; the answers cannot change in
+        # a way that matters within one request.
+        return cls(
+            settings,
+            functools.cache(queue.get_model),
+            functools.cache(functools.partial(_data_path_error, settings)),
+        )
+
+
+def training_submission(
+    body: TrainingJobRequest, idempotency_key: str | None, checks: SubmitChecks
+) -> Submission:
+    """Check and route a training job; what to enqueue. ``ApiError`` names the body field
+    at fault (404 ``base_model_id``; 422 routing, base model or ``data_path``)."""
+    settings = checks.settings
+    base = None
+    if body.base_model_id is not None:
+        base = checks.get_model(body.base_model_id)
+        if base is None:
+            raise ApiError(404, f"no model {body.base_model_id!r}", field="base_model_id")
+    try:
+        runtime = route_training(
+            body.model_type,
+            body.requires_gpu,
+            body.framework_override,
+            str(base["runtime"]) if base else None,
+        )
+        if base is not None:
+            check_base_model(body.model_type, runtime, base)
+    except RouteError as exc:
+        raise ApiError(422, exc.message, field=exc.field) from exc
+    refused = checks.data_path_error(body.data_path)
+    if refused is not None:
+        raise ApiError(422, refused, field="data_path")
+    return Submission(
+        job_type=JobType.TRAINING,
+        runtime=runtime,
+        request=body.model_dump(mode="json"),
+        priority=body.priority,
+        max_attempts=body.max_attempts or settings.default_training_max_attempts,
+        timeout_s=body.timeout_s or settings.default_training_timeout_s,
+        queue_ttl_s=body.queue_ttl_s,
+        idempotency_key=idempotency_key,
+    )
+
+
+def inference_submission(
+    body: InferenceJobRequest, idempotency_key: str | None, checks: SubmitChecks
+) -> Submission:
+    """Check an inference job (its model exists and names a known runtime, where it runs);
+    what to enqueue. ``ApiError``: 404 or 409, field ``model_id``."""
+    settings = checks.settings
+    model = checks.get_model(body.model_id)
+    if model is None:
+        raise ApiError(404, f"no model {body.model_id!r}", field="model_id")
+    runtime = str(model.get("runtime", ""))
+    if runtime not in RUNTIMES:
+        raise ApiError(
+            409, f"model {body.model_id!r} names an unknown runtime {runtime!r}", field="model_id"
+        )
+    return Submission(
+        job_type=JobType.INFERENCE,
+        runtime=runtime,
+        request=body.model_dump(mode="json"),
+        priority=body.priority,
+        max_attempts=body.max_attempts or settings.default_inference_max_attempts,
+        timeout_s=body.timeout_s or settings.default_inference_timeout_s,
+        queue_ttl_s=body.queue_ttl_s,
+        idempotency_key=idempotency_key,
+        extra_fields={"model_id": body.model_id},
+    )
+
+
+def enqueue_one(queue: JobQueue, submission: Submission) -> tuple[str, bool]:
+    """A single submission: one script call (``enqueue_many`` is for batches)."""
+    return queue.enqueue(**{f.name: getattr(submission, f.name) for f in fields(submission)})
 
 
 def to_model(raw: dict[str, Any]) -> ModelRecord:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,15 +22,24 @@ from .types import FailureKind, JobState, JobType, Priority
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_BATCH_JOBS",
+    "BatchErrorDetail",
+    "BatchItemError",
+    "BatchJob",
+    "BatchJobResult",
+    "BatchSubmitResponse",
     "GpuRecord",
+    "InferenceBatchJob",
     "InferenceJobRequest",
     "JobRecord",
     "JobStatus",
     "ModelRecord",
+    "TrainingBatchJob",
     "TrainingJobRequest",
     "WorkerRecord",
     "job_from_hash",
     "ms_to_datetime",
+    "status_from_hash",
 ]
 
 # Ids become parts of Redis keys and folder names: keep them to a safe alphabet.
@@ -40,6 +49,7 @@ ShortText = Annotated[str, StringConstraints(max_length=256)]
 
 MAX_HYPERPARAMETERS = 64
 MAX_BATCH = 1024
+MAX_BATCH_JOBS = 1000  # jobs in one POST /jobs/batch
 MAX_INPUT_CHARS = 8_000_000  # a base64 image of a few MB
 
 
@@ -245,6 +255,22 @@ class InferenceJobRequest(_JobOptions):
         return _check_flat_mapping(value, "parameters")
 
 
+class TrainingBatchJob(TrainingJobRequest):
+    """A training job in a batch (``POST /jobs/batch``): the training body plus its type."""
+
+    type: Literal["training"] = Field(..., description="training: the rest is a training body")
+
+
+class InferenceBatchJob(InferenceJobRequest):
+    """An inference job in a batch (``POST /jobs/batch``): the inference body plus its type."""
+
+    type: Literal["inference"] = Field(..., description="inference: the rest is an inference body")
+
+
+#: One job of ``POST /jobs/batch``, told apart by ``type``.
+BatchJob = Annotated[TrainingBatchJob | InferenceBatchJob, Field(discriminator="type")]
+
+
 def ms_to_datetime(value: str | int | None) -> datetime | None:
     if value in (None, "", "0", 0):
         return None
@@ -292,33 +318,84 @@ class JobRecord(JobStatus):
     idempotency_key: str | None = None
 
 
+class BatchErrorDetail(BaseModel):
+    field: str = Field(..., description="the item's field, e.g. `jobs[3].data_path`")
+    reason: str
+
+
+class BatchItemError(BaseModel):
+    """Why one job of a batch was refused: the API's error body (``{"status", "code",
+    "message", "details"}``), with each field named as ``jobs[<index>].<field>``."""
+
+    status: int
+    code: str = Field(..., description="stable machine-readable code, e.g. invalid_request")
+    message: str
+    details: list[BatchErrorDetail] = Field(default_factory=list)
+
+
+class BatchJobResult(BaseModel):
+    """The answer for one job of a batch, at the job's index."""
+
+    index: int = Field(..., ge=0, description="the job's position in the request's `jobs`")
+    status_code: int = Field(
+        ...,
+        description="what a single submission of this job would have answered: 202 queued, "
+        "200 an idempotent replay (the job the key already names), 404/409/422 refused",
+    )
+    job: JobStatus | None = Field(None, description="the job's status; null when refused")
+    error: BatchItemError | None = Field(None, description="why it was refused; else null")
+
+    @property
+    def accepted(self) -> bool:
+        """Queued now (202) or already there (200, an idempotent replay)."""
+        return self.job is not None
+
+
+class BatchSubmitResponse(BaseModel):
+    """What ``POST /jobs/batch`` answers: one result per submitted job, in order."""
+
+    results: list[BatchJobResult]
+
+
 def _json_or_none(raw: str | None) -> Any:
     return json.loads(raw) if raw else None
+
+
+def _status_fields(h: dict[str, str], waiting_reason: str | None) -> dict[str, Any]:
+    return {
+        "job_id": h["id"],
+        "status": JobState(h["state"]),
+        "job_type": JobType(h["type"]),
+        "runtime": h["runtime"],
+        "attempt": int(h.get("attempt", 0)),
+        "max_attempts": int(h.get("max_attempts", 1)),
+        "progress": _json_or_none(h.get("progress")),
+        "result": _json_or_none(h.get("result")),
+        "model_id": h.get("model_id") or None,
+        "error": h.get("error") or None,
+        "error_kind": FailureKind(h["error_kind"]) if h.get("error_kind") else None,
+        "waiting_reason": waiting_reason,
+        "cancel_requested": h.get("cancel_requested") == "1",
+        "created_at": ms_to_datetime(h.get("created_at")),
+        "started_at": ms_to_datetime(h.get("started_at")),
+        "finished_at": ms_to_datetime(h.get("finished_at")),
+        "retry_at": ms_to_datetime(h.get("retry_at")) if h.get("state") == "retrying" else None,
+        "redriven_from": h.get("redriven_from") or None,
+        "redriven_to": h.get("redriven_to") or None,
+    }
+
+
+def status_from_hash(h: dict[str, str], waiting_reason: str | None = None) -> JobStatus:
+    """Build the API's job status from the job's Redis hash (without decoding the request:
+    a listing or a batch answers many)."""
+    return JobStatus(**_status_fields(h, waiting_reason))
 
 
 def job_from_hash(h: dict[str, str], waiting_reason: str | None = None) -> JobRecord:
     """Build the API's job record from the job's Redis hash."""
     return JobRecord(
-        job_id=h["id"],
-        status=JobState(h["state"]),
-        job_type=JobType(h["type"]),
-        runtime=h["runtime"],
+        **_status_fields(h, waiting_reason),
         priority=Priority(h.get("priority", "normal")),
-        attempt=int(h.get("attempt", 0)),
-        max_attempts=int(h.get("max_attempts", 1)),
-        progress=_json_or_none(h.get("progress")),
-        result=_json_or_none(h.get("result")),
-        model_id=h.get("model_id") or None,
-        error=h.get("error") or None,
-        error_kind=FailureKind(h["error_kind"]) if h.get("error_kind") else None,
-        waiting_reason=waiting_reason,
-        cancel_requested=h.get("cancel_requested") == "1",
-        created_at=ms_to_datetime(h.get("created_at")),
-        started_at=ms_to_datetime(h.get("started_at")),
-        finished_at=ms_to_datetime(h.get("finished_at")),
-        retry_at=ms_to_datetime(h.get("retry_at")) if h.get("state") == "retrying" else None,
-        redriven_from=h.get("redriven_from") or None,
-        redriven_to=h.get("redriven_to") or None,
         request=json.loads(h.get("request", "{}")),
         worker_id=h.get("worker_id") or None,
         attempt_id=h.get("attempt_id") or None,

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel, Field
 
-from trainyard.datapaths import DataPathError, resolve_data_path
-from trainyard.engine import JobQueue
-from trainyard.routing import RUNTIMES, RouteError, check_base_model, route_training
+from trainyard.engine import JobQueue, Submission
+from trainyard.routing import RUNTIMES
 from trainyard.schema import (
     ID_PATTERN,
     InferenceJobRequest,
@@ -24,17 +23,23 @@ from ..deps import JobDep, JobIdPath, QueueDep, SettingsDep
 from ..errors import ApiError, error_responses
 from ..examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
 from ..service import (
+    SubmitChecks,
     absent_not_null,
+    enqueue_one,
+    inference_submission,
     job_page,
     job_record,
     job_status,
     live_runtimes,
+    training_submission,
     wait_for_terminal,
 )
 
-__all__ = ["JobList", "RuntimeQuery", "router"]
+__all__ = ["JobList", "RuntimeQuery", "WaitQuery", "router"]
 
 router = APIRouter(tags=["jobs"])
+
+_TERMINAL = {s.value for s in TERMINAL_STATES}
 
 IdempotencyHeader = Annotated[
     str | None,
@@ -74,46 +79,56 @@ def _idempotency_key(body_key: str | None, header_key: str | None) -> str | None
     return body_key or header_key
 
 
-def _submit(
+def _answer(
     queue: JobQueue,
     settings: Settings,
     response: Response,
-    *,
-    job_type: JobType,
-    runtime: str,
-    body: TrainingJobRequest | InferenceJobRequest,
-    idempotency_key: str | None,
-    max_attempts: int,
-    timeout_s: float,
-    extra_fields: dict[str, str] | None = None,
-) -> tuple[str, bool]:
-    job_id, created = queue.enqueue(
-        job_type=job_type,
-        runtime=runtime,
-        request=body.model_dump(mode="json"),
-        priority=body.priority,
-        max_attempts=body.max_attempts or max_attempts,
-        timeout_s=body.timeout_s or timeout_s,
-        queue_ttl_s=body.queue_ttl_s,
-        idempotency_key=idempotency_key,
-        extra_fields=extra_fields,
-    )
+    submission: Submission,
+    wait: float,
+) -> JobStatus:
+    """Enqueue a checked submission and answer with the job's status: at once, or, with
+    ``wait`` > 0, when the job ends (200) or after ``wait`` seconds (202, current status)."""
+    job_id, created = enqueue_one(queue, submission)
     # 202: accepted for later; 200: an idempotent replay of a job that already exists.
     response.status_code = 202 if created else 200
     response.headers["Location"] = f"/jobs/{job_id}"
-    return job_id, created
-
-
-def _status_of(queue: JobQueue, settings: Settings, job_id: str) -> JobStatus:
-    job = queue.get_job(job_id)
-    if job is None:  # deleted between enqueue and read: not expected, but say so plainly
+    job = (
+        wait_for_terminal(queue, job_id, wait, settings.sse_keepalive_s)
+        if wait > 0
+        else queue.get_job(job_id)
+    )
+    if not job:  # deleted between enqueue and read: not expected, but say so plainly
         raise ApiError(404, f"no job {job_id!r}", field="job_id")
+    if wait > 0 and job.get("state") in _TERMINAL:
+        response.status_code = 200
     return job_status(job, live_runtimes(queue, settings))
 
 
+def _check_wait(wait: float, settings: Settings) -> None:
+    if wait > settings.max_wait_s:
+        raise ApiError(422, f"wait must be at most {settings.max_wait_s} seconds", field="wait")
+
+
+# ?wait= on both submit routes; at most MAX_WAIT_S, checked by _check_wait (a setting, so
+# not in the schema).
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        description=(
+            "seconds to wait for the job to end; 0 (the default) answers at once; "
+            "at most MAX_WAIT_S (300 unless configured)"
+        ),
+    ),
+]
+
 _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": JobStatus, "description": "Idempotent replay: the job the key already names"},
     **error_responses(404, 413, 422, 503),
+    200: {
+        "model": JobStatus,
+        "description": "The job ended within ?wait= (its final status, result included), "
+        "or an idempotent replay (the job the key already names)",
+    },
 }
 
 
@@ -129,60 +144,24 @@ def submit_training(
     queue: QueueDep,
     settings: SettingsDep,
     response: Response,
+    wait: WaitQuery = 0,
     idempotency_key: IdempotencyHeader = None,
 ) -> JobStatus:
     """Route the job to a runtime (see `GET /routing`) and queue it. A job no live worker
-    serves is still accepted; its `waiting_reason` says why it waits."""
-    base = None
-    if body.base_model_id is not None:
-        base = queue.get_model(body.base_model_id)
-        if base is None:
-            raise ApiError(404, f"no model {body.base_model_id!r}", field="base_model_id")
-    try:
-        runtime = route_training(
-            body.model_type,
-            body.requires_gpu,
-            body.framework_override,
-            str(base["runtime"]) if base else None,
-        )
-        if base is not None:
-            check_base_model(body.model_type, runtime, base)
-    except RouteError as exc:
-        raise ApiError(422, exc.message, field=exc.field) from exc
-    # Without a local data root (API and workers on different machines) only the path's
-    # shape is checked here; the worker checks existence against its own root.
-    try:
-        resolve_data_path(
-            settings.data_root, body.data_path, must_exist=settings.data_root.is_dir()
-        )
-    except DataPathError as exc:
-        raise ApiError(422, str(exc), field="data_path") from exc
-    job_id, _ = _submit(
-        queue,
-        settings,
-        response,
-        job_type=JobType.TRAINING,
-        runtime=runtime,
-        body=body,
-        idempotency_key=_idempotency_key(body.idempotency_key, idempotency_key),
-        max_attempts=settings.default_training_max_attempts,
-        timeout_s=settings.default_training_timeout_s,
-    )
-    return _status_of(queue, settings, job_id)
+    serves is still accepted; its `waiting_reason` says why it waits. With `?wait=N` the
+    answer comes when the job ends (200, model_id and result included) or after N seconds
+    (202, current status)."""
+    _check_wait(wait, settings)
+    key = _idempotency_key(body.idempotency_key, idempotency_key)
+    submission = training_submission(body, key, SubmitChecks.for_single(queue, settings))
+    return _answer(queue, settings, response, submission, wait)
 
 
 @router.post(
     "/jobs/inference",
     status_code=202,
     response_model=JobStatus,
-    responses={
-        **_SUBMIT_RESPONSES,
-        200: {
-            "model": JobStatus,
-            "description": "The job finished within ?wait= (result included), or an "
-            "idempotent replay",
-        },
-    },
+    responses={**_SUBMIT_RESPONSES, **error_responses(409)},
     summary="Submit an inference job",
 )
 def submit_inference(
@@ -190,49 +169,16 @@ def submit_inference(
     queue: QueueDep,
     settings: SettingsDep,
     response: Response,
-    wait: Annotated[
-        float,
-        Query(
-            ge=0,
-            description=(
-                "seconds to wait for the result; 0 (the default) answers at once; "
-                "at most MAX_WAIT_S (300 unless configured)"
-            ),
-        ),
-    ] = 0,
+    wait: WaitQuery = 0,
     idempotency_key: IdempotencyHeader = None,
 ) -> JobStatus:
     """Queue an inference job on a runtime of the framework that trained the model. With
     `?wait=N` the answer comes when the job ends (200, result included) or after N
     seconds (202, current status)."""
-    if wait > settings.max_wait_s:
-        raise ApiError(422, f"wait must be at most {settings.max_wait_s} seconds", field="wait")
-    model = queue.get_model(body.model_id)
-    if model is None:
-        raise ApiError(404, f"no model {body.model_id!r}", field="model_id")
-    runtime = str(model.get("runtime", ""))
-    if runtime not in RUNTIMES:
-        raise ApiError(
-            409, f"model {body.model_id!r} names an unknown runtime {runtime!r}", field="model_id"
-        )
-    job_id, _ = _submit(
-        queue,
-        settings,
-        response,
-        job_type=JobType.INFERENCE,
-        runtime=runtime,
-        body=body,
-        idempotency_key=_idempotency_key(body.idempotency_key, idempotency_key),
-        max_attempts=settings.default_inference_max_attempts,
-        timeout_s=settings.default_inference_timeout_s,
-        extra_fields={"model_id": body.model_id},
-    )
-    if wait > 0:
-        job = wait_for_terminal(queue, job_id, wait, settings.sse_keepalive_s)
-        if job.get("state") in {s.value for s in TERMINAL_STATES}:
-            response.status_code = 200
-        return job_status(job, live_runtimes(queue, settings))
-    return _status_of(queue, settings, job_id)
+    _check_wait(wait, settings)
+    key = _idempotency_key(body.idempotency_key, idempotency_key)
+    submission = inference_submission(body, key, SubmitChecks.for_single(queue, settings))
+    return _answer(queue, settings, response, submission, wait)
 
 
 @router.get(
@@ -296,4 +242,7 @@ def cancel_job(job_id: JobIdPath, queue: QueueDep, settings: SettingsDep) -> Job
         raise ApiError(404, f"no job {job_id!r}", field="job_id")
     if not outcome.changed:
         raise ApiError(409, f"job {job_id!r} already ended: it is {outcome.state}", field="job_id")
-    return _status_of(queue, settings, job_id)
+    job = queue.get_job(job_id)
+    if job is None:  # deleted since: not expected, but say so plainly
+        raise ApiError(404, f"no job {job_id!r}", field="job_id")
+    return job_status(job, live_runtimes(queue, settings))
