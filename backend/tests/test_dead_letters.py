@@ -102,6 +102,10 @@ def test_bulk_redrive_takes_the_matching_dead_jobs_once(
     assert_error(
         client.post("/dead-letters/redrive", json={"limit": 0}), 422, "invalid_request", "limit"
     )
+    # A boolean is not a count (found by fuzzing: true was read as 1).
+    assert_error(
+        client.post("/dead-letters/redrive", json={"limit": True}), 422, "invalid_request", "limit"
+    )
 
 
 def test_a_misspelt_bulk_filter_is_refused_not_widened(client: TestClient, queue: JobQueue) -> None:

@@ -16,13 +16,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import ReadOnlyError as RedisReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Send
+
+from trainyard.schema import ErrorBody, ErrorDetail
 
 __all__ = [
     "ApiError",
@@ -60,18 +62,6 @@ DESCRIPTIONS: dict[int, str] = {
     422: "The request is invalid; `details` names each field and why",
     503: "Redis is unreachable",
 }
-
-
-class ErrorDetail(BaseModel):
-    field: str = Field(..., description="body field path (e.g. `input_data.0`), or parameter name")
-    reason: str
-
-
-class ErrorBody(BaseModel):
-    status: int
-    code: str = Field(..., description="stable machine-readable code, e.g. invalid_request")
-    message: str
-    details: list[ErrorDetail] = Field(default_factory=list)
 
 
 class ErrorResponse(BaseModel):

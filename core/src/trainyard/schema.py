@@ -23,11 +23,11 @@ from .types import FailureKind, JobState, JobType, Priority
 __all__ = [
     "ID_PATTERN",
     "MAX_BATCH_JOBS",
-    "BatchErrorDetail",
-    "BatchItemError",
     "BatchJob",
     "BatchJobResult",
     "BatchSubmitResponse",
+    "ErrorBody",
+    "ErrorDetail",
     "GpuRecord",
     "InferenceBatchJob",
     "InferenceJobRequest",
@@ -318,19 +318,18 @@ class JobRecord(JobStatus):
     idempotency_key: str | None = None
 
 
-class BatchErrorDetail(BaseModel):
-    field: str = Field(..., description="the item's field, e.g. `jobs[3].data_path`")
+class ErrorDetail(BaseModel):
+    field: str = Field(..., description="body field path (e.g. `input_data.0`), or parameter name")
     reason: str
 
 
-class BatchItemError(BaseModel):
-    """Why one job of a batch was refused: the API's error body (``{"status", "code",
-    "message", "details"}``), with each field named as ``jobs[<index>].<field>``."""
+class ErrorBody(BaseModel):
+    """The API's error body. In a batch answer each field is named ``jobs[<index>].<field>``."""
 
     status: int
     code: str = Field(..., description="stable machine-readable code, e.g. invalid_request")
     message: str
-    details: list[BatchErrorDetail] = Field(default_factory=list)
+    details: list[ErrorDetail] = Field(default_factory=list)
 
 
 class BatchJobResult(BaseModel):
@@ -343,7 +342,7 @@ class BatchJobResult(BaseModel):
         "200 an idempotent replay (the job the key already names), 404/409/422 refused",
     )
     job: JobStatus | None = Field(None, description="the job's status; null when refused")
-    error: BatchItemError | None = Field(None, description="why it was refused; else null")
+    error: ErrorBody | None = Field(None, description="why it was refused; else null")
 
     @property
     def accepted(self) -> bool:

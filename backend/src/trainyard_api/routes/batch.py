@@ -18,11 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationErr
 from trainyard.engine import Submission
 from trainyard.schema import (
     MAX_BATCH_JOBS,
-    BatchErrorDetail,
-    BatchItemError,
     BatchJob,
     BatchJobResult,
     BatchSubmitResponse,
+    ErrorBody,
+    ErrorDetail,
     InferenceJobRequest,
     TrainingJobRequest,
 )
@@ -69,7 +69,7 @@ class BatchSubmitRequest(BaseModel):
     )
 
 
-def _item_error(index: int, exc: ApiError) -> BatchItemError:
+def _item_error(index: int, exc: ApiError) -> ErrorBody:
     """The error a single submission would answer, its fields named within the batch."""
     where = f"jobs[{index}]"
     details = [
@@ -80,11 +80,11 @@ def _item_error(index: int, exc: ApiError) -> BatchItemError:
     if exc.status == 422 and details:
         # As the API words a 422: "<field>: <reason>; ...".
         message = "; ".join(f"{name}: {reason}" for name, reason in details)
-    return BatchItemError(
+    return ErrorBody(
         status=exc.status,
         code=exc.code,
         message=message,
-        details=[BatchErrorDetail(field=name, reason=reason) for name, reason in details],
+        details=[ErrorDetail(field=name, reason=reason) for name, reason in details],
     )
 
 

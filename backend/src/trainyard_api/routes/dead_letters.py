@@ -46,7 +46,7 @@ class RedriveAll(BaseModel):
     )
     job_type: JobType | None = None
     error_kind: FailureKind | None = Field(None, description="only jobs whose last error was this")
-    limit: int = Field(100, ge=1, le=1000, description="redrive at most this many")
+    limit: int = Field(100, ge=1, le=1000, strict=True, description="redrive at most this many")
 
 
 class Redriven(BaseModel):
