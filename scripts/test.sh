@@ -82,7 +82,7 @@ runtime_tests() {
   case "$runtime" in
     pytorch-2.0|pytorch-2.1)
       files=(tests/test_torch_text.py tests/test_torch_vision.py tests/test_runtime_jobs.py
-             tests/test_hostile_models.py) ;;
+             tests/test_hostile_models.py tests/test_forkserver_torch.py) ;;
     tensorflow) files=(tests/test_tensorflow_runtime.py tests/test_runtime_jobs.py
                        tests/test_hostile_models.py) ;;
     *-gpu) files=(tests/test_gpu_runtime.py) ;;
