@@ -111,8 +111,17 @@ def training_request(**overrides: Any) -> dict[str, Any]:
 def submit(
     queue: JobQueue, request: dict[str, Any], job_type: JobType = JobType.TRAINING, **options: Any
 ) -> str:
-    job_id, _ = queue.enqueue(job_type=job_type, runtime="sklearn", request=request, **options)
+    job_id, _ = queue.enqueue(job_type=job_type, runtime="sklearn", request=request,
+                              **model_field(request, job_type), **options)  # fmt: skip
     return job_id
+
+
+def model_field(request: dict[str, Any], job_type: JobType) -> dict[str, Any]:
+    """An inference job's ``model_id`` field, as the API writes it (batches and affinity
+    find a model's jobs by it)."""
+    if job_type is JobType.INFERENCE and isinstance(request.get("model_id"), str):
+        return {"extra_fields": {"model_id": request["model_id"]}}
+    return {}
 
 
 def wait_terminal(queue: JobQueue, job_id: str, timeout_s: float = 60) -> dict[str, str]:
@@ -141,6 +150,27 @@ def pids_matching(*needles: str) -> list[int]:
 def child_pids(job_id: str) -> list[int]:
     """Processes of this job's training child (found by its command line)."""
     return pids_matching("trainyard_worker.child", job_id)
+
+
+def inference_host(worker_pid: int, timeout_s: float = 30) -> int:
+    """The pid of a worker's live inference process (``inference_host FRAMEWORK N PID``)."""
+
+    def find() -> int:
+        for pid in pids_matching("trainyard_worker.inference_host", str(worker_pid)):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(worker_pid).encode() in argv and pid_alive(pid):
+                return pid
+        return 0
+
+    return wait_for(find, timeout_s, "the inference process")
+
+
+def parent_pid(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,15 +3,19 @@ Valkey server. Faults are real too: signals to real processes."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
 import sys
 
+import pytest
+
 from conftest import (
     WORKER_DIR,
     WorkerFarm,
     child_pids,
+    parent_pid,
     pid_alive,
     pids_matching,
     submit,
@@ -21,6 +25,7 @@ from conftest import (
 )
 from trainyard.engine import JobQueue
 from trainyard.types import JobType
+from trainyard_worker import supervisor
 
 SLOW = {"n_estimators": 200_000, "random_state": 1}  # minutes of work: always stopped first
 
@@ -152,7 +157,7 @@ def test_the_worker_record_shows_its_job_as_it_starts_and_ends(
     (worker,) = queue.live_workers(120_000)
     assert worker["state"] == "busy" and worker["current_job"] == job_id
     queue.cancel(job_id)
-    # Renewals every 30 s: only the cancel-flag read between them ends it this soon.
+    # Renewals every 30 s: only the worker's cancel channel ends it this soon.
     assert wait_terminal(queue, job_id, 10)["state"] == "cancelled"
     wait_for(lambda: queue.live_workers(120_000)[0]["state"] == "idle", 5, "the worker to say idle")
 
@@ -175,3 +180,54 @@ def test_a_dead_inference_process_is_replaced_and_serving_goes_on(
     assert second["state"] == "succeeded", second.get("error")
     assert second["attempt"] == "1"  # a new process served it; nothing was retried
     assert worker.poll() is None
+
+
+def test_the_supervisor_waits_on_wake_ups_not_on_a_tick() -> None:
+    assert not [name for name in vars(supervisor) if "TICK" in name.upper()]
+    # The one sleep is _call's retry through a Redis outage, never on a job's path.
+    source = inspect.getsource(supervisor)
+    assert source.count("sleep(") == inspect.getsource(supervisor.Supervisor._call).count("sleep(")
+
+
+def _fork_server(worker_pid: int) -> int:
+    found = wait_for(lambda: pids_matching("trainyard_worker.forkserver", str(worker_pid)), 30,
+                     "the fork server")  # fmt: skip
+    return found[0]
+
+
+@pytest.mark.parametrize("fork_server", [True, False], ids=["forked", "fresh"])
+def test_a_cancel_lands_without_waiting_for_a_renewal(
+    queue: JobQueue, farm: WorkerFarm, fork_server: bool
+) -> None:
+    # A renewal a minute away: the cancel must come through the worker's cancel channel.
+    worker = farm.start(LEASE_S="300", RENEW_EVERY_S="60", FORK_SERVER=str(fork_server))
+    job_id = submit(queue, training_request(hyperparameters=SLOW))
+    pids = _running_child(queue, job_id)
+    expected_parent = _fork_server(worker.pid) if fork_server else worker.pid
+    assert parent_pid(pids[0]) == expected_parent
+    assert queue.cancel(job_id).state == "running"
+    done = wait_terminal(queue, job_id, 20)
+    assert done["state"] == "cancelled" and done["attempt"] == "1"
+    wait_for(lambda: not any(pid_alive(p) for p in pids), 10, "the child to be gone")
+    if not fork_server:
+        assert not pids_matching("trainyard_worker.forkserver", str(worker.pid))
+
+
+def test_training_through_the_fork_server_logs_and_registers_as_before(
+    queue: JobQueue, farm: WorkerFarm
+) -> None:
+    worker = farm.start()
+    server = _fork_server(worker.pid)
+    job_id = submit(queue, training_request(model_name="rf_forked"), timeout_s=120)
+    done = wait_terminal(queue, job_id)
+    assert done["state"] == "succeeded", done.get("error")
+    model = queue.get_model("rf_forked")
+    assert model is not None and model["job_id"] == job_id and model["size_bytes"] > 0
+    events = queue.events(job_id)
+    assert any(e.kind == "progress" for e in events)
+    assert any(e.kind == "log" and e.data["stream"] == "stdout" for e in events)
+    # A bad request still fails as the user's error, with the child's message.
+    bad = wait_terminal(queue, submit(queue, training_request(hyperparameters={"n_trees": 5})))
+    assert bad["state"] == "failed" and bad["error_kind"] == "user_error"
+    assert "n_trees" in bad["error"]
+    assert pid_alive(server) and _fork_server(worker.pid) == server  # the same warm server

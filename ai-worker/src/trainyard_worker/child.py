@@ -14,10 +14,10 @@ attempt's reports are refused; stdout and stderr become the job's log lines.
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,11 @@ from trainyard.engine import JobQueue
 from trainyard.keys import KeySchema
 
 from .processes import die_with_parent
+from .protocol import EXIT_OK, EXIT_USER_ERROR, TrainingResult, TrainingSpec
 from .runtimes import load_runtime_module
 from .runtimes.base import BaseModelRef, ModelMeta, TrainRequest, UserError
 
-__all__ = ["EXIT_USER_ERROR", "MAX_ERROR_CHARS", "QueueTrainContext", "main"]
-
-EXIT_USER_ERROR = 3
+__all__ = ["EXIT_USER_ERROR", "MAX_ERROR_CHARS", "QueueTrainContext", "main", "run", "run_file"]
 
 
 def _timing(fields: dict[str, Any], elapsed_s: float) -> dict[str, float]:
@@ -124,37 +123,34 @@ def _user_error(result_path: Path, message: str) -> int:
     # become a 10 MB job record and event.
     if len(message) > MAX_ERROR_CHARS:
         message = message[: MAX_ERROR_CHARS - 3] + "..."
-    _write_result(result_path, {"ok": False, "error": message})
+    TrainingResult(ok=False, error=message).write(result_path)
     print(f"error: {message}", file=sys.stderr, flush=True)
     return EXIT_USER_ERROR
 
 
-def _write_result(path: Path, result: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result), encoding="utf-8")
-    tmp.replace(path)
-
-
-def run(spec: dict[str, Any]) -> int:
-    result_path = Path(spec["result_path"])
-    request = spec["request"]
-    queue = JobQueue(connect(spec["redis_url"]), KeySchema(spec["namespace"]))
-    ctx = QueueTrainContext(queue, spec["job_id"], spec["attempt_id"])
+def run(spec: TrainingSpec | Mapping[str, Any]) -> int:
+    """Train as ``spec`` says; the exit code (see the module's docstring)."""
+    if not isinstance(spec, TrainingSpec):
+        spec = TrainingSpec.from_wire(spec)
+    result_path = Path(spec.result_path)
+    request = spec.request
+    queue = JobQueue(connect(spec.redis_url), KeySchema(spec.namespace))
+    ctx = QueueTrainContext(queue, spec.job_id, spec.attempt_id)
     try:
-        data_file = resolve_data_path(Path(spec["data_root"]), request["data_path"])
-        if data_file.is_dir() and spec["task"] in ("tabular", "text"):
-            raise UserError(f"data_path {request['data_path']!r} is a folder; expected a CSV file")
-        runtime = load_runtime_module(spec["framework"])
-        base = _base_model(queue, Path(spec["model_store"]), request.get("base_model_id"))
+        data_file = resolve_data_path(Path(spec.data_root), request.data_path)
+        if data_file.is_dir() and spec.task in ("tabular", "text"):
+            raise UserError(f"data_path {request.data_path!r} is a folder; expected a CSV file")
+        runtime = load_runtime_module(spec.framework)
+        base = _base_model(queue, Path(spec.model_store), request.base_model_id)
         train_request = TrainRequest(
-            model_type=request["model_type"],
+            model_type=request.model_type,
             data_file=data_file,
-            hyperparameters=dict(request.get("hyperparameters") or {}),
-            out_dir=Path(spec["out_dir"]),
-            label_column=request.get("label_column"),
-            text_column=request.get("text_column"),
-            device=spec.get("device", "cpu"),
-            data_root=Path(spec["data_root"]),
+            hyperparameters=dict(request.hyperparameters),
+            out_dir=Path(spec.out_dir),
+            label_column=request.label_column,
+            text_column=request.text_column,
+            device=spec.device,
+            data_root=Path(spec.data_root),
             base_model=base,
         )
         outcome = runtime.train(train_request, ctx)
@@ -164,28 +160,31 @@ def run(spec: dict[str, Any]) -> int:
         if not _is_out_of_memory(exc):
             raise
         return _user_error(result_path, f"{_OUT_OF_MEMORY} ({type(exc).__name__}: {exc})"[:2000])
-    _write_result(
-        result_path,
-        {
-            "ok": True,
-            "metrics": outcome.metrics,
-            "label_names": outcome.label_names,
-            "details": outcome.details,
-        },
-    )
-    return 0
+    TrainingResult(
+        ok=True,
+        metrics=outcome.metrics,
+        label_names=outcome.label_names,
+        details=outcome.details,
+    ).write(result_path)
+    return EXIT_OK
+
+
+def run_file(spec_path: Path) -> int:
+    """A training child's whole life from its spec file: bound to the supervisor's life,
+    its memory limited, trained. A fresh interpreter (``main``) and a child forked by the
+    fork server both start here."""
+    spec = TrainingSpec.read(spec_path)
+    die_with_parent(spec.supervisor_pid)
+    if spec.memory_limit_mb:
+        # Heap and anonymous mappings beyond this fail with MemoryError / allocator errors
+        # (a failed job with that reason) instead of waking the kernel's OOM killer.
+        limit = spec.memory_limit_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    return run(spec)
 
 
 def main() -> int:
-    spec = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
-    die_with_parent(int(spec["supervisor_pid"]))
-    limit_mb = spec.get("memory_limit_mb")
-    if limit_mb:
-        # Heap and anonymous mappings beyond this fail with MemoryError / allocator errors
-        # (a failed job with that reason) instead of waking the kernel's OOM killer.
-        limit = int(limit_mb) * 2**20
-        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-    return run(spec)
+    return run_file(Path(sys.argv[1]))
 
 
 if __name__ == "__main__":

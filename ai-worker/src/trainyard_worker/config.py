@@ -37,8 +37,10 @@ class WorkerSettings(BaseSettings):
     worker_id: str = Field(default_factory=_default_worker_id)
     lease_s: float = Field(30.0, gt=0, description="a claimed job's lease length")
     renew_every_s: float = Field(5.0, gt=0, description="how often the lease is renewed")
-    cancel_poll_s: float = Field(
-        0.5, gt=0, description="how often a running job's cancel flag is read between renewals"
+    cancel_poll_s: float | None = Field(
+        None,
+        description="unused, accepted so old configurations still start: a cancel reaches "
+        "a running job through its worker's cancel channel (and every lease renewal)",
     )
     heartbeat_s: float = Field(5.0, gt=0, description="registration refresh interval")
     worker_ttl_s: float = Field(20.0, gt=0, description="a silent worker counts as gone after")
@@ -66,6 +68,33 @@ class WorkerSettings(BaseSettings):
     )
     job_threads: int | None = Field(
         None, ge=1, description="OMP/MKL threads per job (default: leave the environment's)"
+    )
+    fork_server: bool = Field(
+        True,
+        description="start training jobs by forking a warm process that has imported the "
+        "framework (false: a fresh interpreter per job, which pays the imports each time)",
+    )
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="most inference jobs of one model run as one batch (1: no batching; "
+        "default: per model type, see inference_batch.py)",
+    )
+    max_batch_wait_ms: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="how long a batch that found more jobs of its model waiting waits for "
+        "still more before it runs; a lone job never waits (default: per model type, see "
+        "inference_batch.py)",
+    )
+    affinity_ms: int = Field(
+        50,
+        ge=0,
+        le=60_000,
+        description="an inference job waits this long for a worker that has its model "
+        "loaded before any worker takes it (0: no affinity)",
     )
 
     @model_validator(mode="after")

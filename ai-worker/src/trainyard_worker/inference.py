@@ -1,53 +1,76 @@
-"""The supervisor's handle on the long-lived inference child (see ``inference_host``)."""
+"""The supervisor's handle on the long-lived inference child (see ``inference_host``).
+
+A reader thread per host process turns each line of its protocol stream into a wake-up
+for the supervisor (:class:`~.wakeups.HostReplied`, and :class:`~.wakeups.HostGone` at
+the end of the stream), so the supervisor blocks on the reply instead of looking for it.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import queue
 import subprocess
 import sys
 import threading
-from typing import Any
+from dataclasses import dataclass, field
 
 from .processes import kill_group, spawn_group
+from .protocol import BatchReply, BatchRequest, HostReady, ProtocolError, parse_host_line
+from .wakeups import HostGone, HostReplied, Wakeups
 
 __all__ = ["InferenceHost"]
 
 log = logging.getLogger("trainyard.worker")
 
-_EOF = {"ok": False, "kind": "crashed", "error": "the inference process exited"}
+
+@dataclass
+class _HostProcess:
+    proc: subprocess.Popen[str]
+    generation: int
+    ended: threading.Event = field(default_factory=threading.Event)
+    loaded: list[str] = field(default_factory=list)
 
 
 class InferenceHost:
-    def __init__(self, framework: str, capacity: int, env: dict[str, str]) -> None:
+    def __init__(self, framework: str, capacity: int, env: dict[str, str], wakeups: Wakeups):
         self._framework = framework
         self._capacity = capacity
-        self._env = env
-        self._proc: subprocess.Popen[str] | None = None
-        self._replies: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.loaded: list[str] = []
+        self._env = env  # the supervisor's dict: a changed GPU set shows in the next host
+        self._wakeups = wakeups
+        self._host: _HostProcess | None = None
+        self._generations = 0
 
-    def _start(self) -> subprocess.Popen[str]:
+    @property
+    def loaded(self) -> list[str]:
+        """The model ids the host holds now ([] when there is no live host). Read by the
+        heartbeat thread too: one attribute read of an immutable snapshot."""
+        host = self._host
+        return list(host.loaded) if host is not None and not host.ended.is_set() else []
+
+    def _start(self) -> _HostProcess:
         args = [sys.executable, "-m", "trainyard_worker.inference_host", self._framework,
                 str(self._capacity), str(os.getpid())]  # fmt: skip
-        proc = spawn_group(args, self._env, stdin=True)
-        replies: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, args=(proc, replies), daemon=True).start()
-        threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True).start()
-        self._proc, self._replies = proc, replies
-        return proc
+        self._generations += 1
+        host = _HostProcess(spawn_group(args, self._env, stdin=True), self._generations)
+        threading.Thread(target=self._read, args=(host,), name="inference-out",
+                         daemon=True).start()  # fmt: skip
+        threading.Thread(target=self._drain_stderr, args=(host.proc,), name="inference-err",
+                         daemon=True).start()  # fmt: skip
+        self._host = host
+        return host
 
-    @staticmethod
-    def _read(proc: subprocess.Popen[str], replies: queue.Queue[dict[str, Any]]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+    def _read(self, host: _HostProcess) -> None:
+        assert host.proc.stdout is not None
+        for line in host.proc.stdout:
             try:
-                replies.put(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("inference host wrote a non-protocol line: %s", line[:200])
-        replies.put(_EOF)
+                message = parse_host_line(line)
+            except ProtocolError as exc:
+                log.warning("inference host wrote a non-protocol line: %s", exc)
+                continue
+            if not isinstance(message, HostReady):
+                self._wakeups.post(HostReplied(host.generation, message))
+        host.ended.set()
+        self._wakeups.post(HostGone(host.generation))
 
     @staticmethod
     def _drain_stderr(proc: subprocess.Popen[str]) -> None:
@@ -55,39 +78,35 @@ class InferenceHost:
         for line in proc.stderr:
             log.info("inference: %s", line.rstrip("\n"))
 
-    def submit(self, request: dict[str, Any]) -> None:
-        proc = self._proc
-        if proc is None or proc.poll() is not None:
-            # The request waits in the pipe while the host imports its framework.
-            proc = self._start()
-        assert proc.stdin is not None
+    def send(self, request: BatchRequest) -> int:
+        """Hand a batch to the host (started first if there is none); the generation of
+        the host that got it. Its reply, or its end, comes as a wake-up."""
+        host = self._host
+        if host is None or host.ended.is_set() or host.proc.poll() is not None:
+            # The request waits in the pipe while the new host imports its framework.
+            host = self._start()
+        assert host.proc.stdin is not None
         try:
-            proc.stdin.write(json.dumps(request) + "\n")
-            proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            self._replies.put(_EOF)
+            host.proc.stdin.write(request.to_line())
+            host.proc.stdin.flush()
+        except OSError:  # BrokenPipeError: it died; its reader posts HostGone at EOF
+            kill_group(host.proc, 0)
+        return host.generation
 
-    def poll(self) -> dict[str, Any] | None:
-        """The reply to the submitted request, or None while it is still working."""
-        try:
-            reply = self._replies.get_nowait()
-        except queue.Empty:
+    def accept(self, reply: HostReplied) -> BatchReply | None:
+        """The reply if it comes from the live host (its loaded models then become the
+        host's), else None (a host killed since)."""
+        host = self._host
+        if host is None or host.generation != reply.generation:
             return None
-        if reply.get("ready"):
-            return None
-        if "loaded" in reply:
-            self.loaded = list(reply["loaded"])
-        if reply is _EOF:
-            self.loaded = []
-            self._proc = None
-        return reply
+        host.loaded = list(reply.reply.loaded)
+        return reply.reply
 
     def kill(self, grace_s: float) -> None:
-        """Stop the host (a cancel or timeout of the request it is working on)."""
-        if self._proc is not None:
-            kill_group(self._proc, grace_s)
-        self._proc = None
-        self.loaded = []
+        """Stop the host (every job of its batch was cancelled, lost or timed out)."""
+        host, self._host = self._host, None
+        if host is not None:
+            kill_group(host.proc, grace_s)
 
     def close(self) -> None:
         self.kill(grace_s=2.0)

@@ -1,67 +1,48 @@
 """The worker's supervisor: claims jobs, renews their leases, watches cancellation and
 timeouts, and runs the work in child processes so that nothing a job does (a crash, an
-OOM kill, a hang) can take the worker down or write after it lost the job."""
+OOM kill, a hang) can take the worker down or write after it lost the job.
+
+What a job's run owns (its spec, processes and result) lives in :class:`TrainingAttempt`
+and :class:`InferenceBatch`; the supervisor claims, watches and finishes. While work runs
+it blocks on one queue of wake-ups (see ``wakeups``) with the time to its next deadline
+as the timeout.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import enum
-import json
 import logging
 import os
-import shutil
 import signal
-import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 
 from trainyard.connection import connect
-from trainyard.engine import Claim, JobQueue, backoff_ms
+from trainyard.engine import FinishItem, JobQueue, backoff_ms
 from trainyard.keys import KeySchema
-from trainyard.routing import MODEL_TYPES
 from trainyard.types import FailureKind
 
-from .child import EXIT_USER_ERROR
+from .attempts import Ending, JobAttempt, Verdict, Work, verdict_ending
 from .config import WorkerSettings, child_environment
 from .gpu import GpuSet, GpuSnapshot
 from .inference import InferenceHost
-from .processes import LineForwarder, describe_exit, kill_group, spawn_group
+from .inference_batch import InferenceBatch, batch_policy, resolve_model
+from .launcher import TrainingLauncher
+from .protocol import InferenceJobRequest, ModelRef
+from .registration import Registration
 from .runtime_check import RuntimeReport
-from .runtimes.base import DEVICE_ENV
-from .training import TrainingPaths, UnreadableRequest, model_record, read_json, read_request
+from .training import UnreadableRequest, read_inference_request, read_training_request
+from .training_attempt import TrainingAttempt
+from .wakeups import CancelListener, CancelMessage, Resubscribed, Signalled, Wakeups
 
-__all__ = ["Supervisor", "Verdict"]
+__all__ = ["Supervisor"]
 
 log = logging.getLogger("trainyard.worker")
 
-_TICK_S = 0.1
-
-
-class Verdict(enum.Enum):
-    """Why the watchdog stopped an attempt before it finished by itself."""
-
-    LOST = "lost"  # the lease is gone: another attempt may own the job now
-    CANCELLED = "cancelled"
-    TIMEOUT = "timeout"
-    HANDBACK = "handback"  # the worker is shutting down
-
-
-@dataclass(frozen=True)
-class Attempt(Claim):
-    """A claimed job as the supervisor runs it."""
-
-    started: float = 0.0  # time.monotonic() at the start
-    timeout_s: float | None = None
-
-    @property
-    def number(self) -> int:
-        return int(self.job["attempt"])
+T = TypeVar("T")
 
 
 class Supervisor:
@@ -71,25 +52,119 @@ class Supervisor:
         self.settings = settings
         self.gpus = gpus  # a GPU runtime's cards; None on a CPU runtime
         self.runtime = report.runtime
-        self.framework_version = report.framework_version
-        self.packages = report.packages
+        self._report = report
         keys = KeySchema(settings.trainyard_namespace)
         # Blocking waits (BLPOP) need a socket timeout longer than the block.
         self.queue = JobQueue(
             connect(settings.redis_url, socket_timeout=settings.block_s + 10), keys
         )
-        self._beat_queue = JobQueue(connect(settings.redis_url), keys)
-        self.state = "idle"
-        self.current_job: str | None = None
-        self.started_at_ms = 0
+        # Set by the signal handler, only read elsewhere (see request_stop).
         self._stop = threading.Event()  # first SIGTERM/SIGINT: claim nothing more
         self._abort = threading.Event()  # second one: hand the running job back now
         self._stop_since = 0.0
         self._env = child_environment(settings, gpus)
+        self.wakeups = Wakeups()
         self.inference = InferenceHost(self.runtime.framework, settings.inference_cache_models,
-                                       self._env)  # fmt: skip
+                                       self._env, self.wakeups)  # fmt: skip
+        self.record = Registration(settings, report, gpus,
+                                   (self.queue, JobQueue(connect(settings.redis_url), keys)),
+                                   lambda: self.inference.loaded, self._stop.is_set)  # fmt: skip
+        self._launcher = self._new_launcher()
+        self._open: dict[str, JobAttempt] = {}  # claimed and not yet finished or released
+
+    def _new_launcher(self) -> TrainingLauncher:
+        return TrainingLauncher(self.runtime.framework, dict(self._env), os.getpid(),
+                                self.settings.fork_server)  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        """The signal handler. It only sets flags the main thread never waits on and posts
+        to the wake-up queue (reentrant), so it cannot deadlock the code it interrupts."""
+        if self._stop.is_set():
+            self._abort.set()
+        else:
+            self._stop_since = time.monotonic()
+            self._stop.set()
+            log.info("stopping: no new jobs; the running job may finish", extra=self._ctx())
+        self.wakeups.post(Signalled())
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        if not self._register():
+            return 0  # stopped before Redis ever answered
+        self._launcher.start()  # from the main thread, as the launcher requires
+        self.record.start()
+        cancels = CancelListener(self.settings.redis_url,
+                                 self.queue.cancel_channel(self.settings.worker_id),
+                                 self.wakeups)  # fmt: skip
+        cancels.start()
+        log.info("worker ready", extra=self._ctx(runtime=self.runtime.name,
+                                                 framework_version=self._report.framework_version))
+        try:
+            while not self._stop.is_set():
+                self._next_job()
+        finally:
+            cancels.close()
+            self.inference.close()
+            self._launcher.close()
+            self.record.close()
+            log.info("worker stopped", extra=self._ctx())
+        return 0
+
+    def _next_job(self) -> None:
+        """Claim a job and run it, or wait for one (a wake-up token, or the time after
+        which a job skipped for model affinity may be taken)."""
+        if self.gpus is not None and not self.gpus.in_service:
+            # Every GPU is out of service: stay registered (and reported) but idle.
+            self.record.set_state("no_gpu", None)
+            self.wakeups.next(self.settings.block_s)
+            return
+        try:
+            found = self.queue.claim_work(
+                self.settings.worker_id,
+                [self.runtime.name],
+                self._lease_ms,
+                loaded_models=self.inference.loaded,
+                affinity_ms=self.settings.affinity_ms,
+                holder_ttl_ms=int(self.settings.worker_ttl_s * 1000),
+            )
+            if found.claim is None:
+                self.record.set_state("idle", None)
+                wait_s = self.settings.block_s
+                if found.recheck_ms is not None:
+                    wait_s = min(wait_s, found.recheck_ms / 1000)
+                # BLPOP's 0 means forever: never less than a millisecond. Its own list too:
+                # a worker that skipped a job of a model this one holds wakes it there.
+                self.queue.wait_for_work([self.runtime.name], max(wait_s, 0.001),
+                                         worker_id=self.settings.worker_id)  # fmt: skip
+                return
+        except redis.RedisError as exc:
+            log.warning("queue unavailable: %s", exc, extra=self._ctx())
+            self.wakeups.next(1.0)  # a signal ends this pause early
+            return
+        self._run(JobAttempt.of(found.claim))
+
+    def _register(self) -> bool:
+        """First registration. Redis may not be up yet (a host or a compose stack starting
+        in any order): wait for it, saying so, until it answers or the worker is stopped."""
+        warned = 0.0
+        while not self._stop.is_set():
+            try:
+                self.record.register()
+                return True
+            except redis.RedisError as exc:
+                if time.monotonic() - warned > 10:
+                    warned = time.monotonic()
+                    # Not the URL: it may carry a password.
+                    log.warning("waiting for the queue (Redis): %s", exc, extra=self._ctx())
+                self.wakeups.next(1.0)
+        return False
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self.settings.lease_s * 1000)
 
     def _check_gpus(self, before: GpuSnapshot | None, job_id: str) -> None:
         """After a GPU job: its processes gone and its memory free, or the GPU leaves service."""
@@ -106,235 +181,153 @@ class Supervisor:
         if dirty:
             self._env["CUDA_VISIBLE_DEVICES"] = self.gpus.visible_devices()
             self.inference.kill(self.settings.kill_grace_s)  # restarts with the new set
-
-    def request_stop(self, *_: object) -> None:
-        if self._stop.is_set():
-            self._abort.set()
-        else:
-            self._stop_since = time.monotonic()
-            self._stop.set()
-            log.info("stopping: no new jobs; the running job may finish", extra=self._ctx())
-
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
-        if not self._register():
-            return 0  # stopped before Redis ever answered
-        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        beat.start()
-        log.info(
-            "worker ready",
-            extra=self._ctx(runtime=self.runtime.name, framework_version=self.framework_version),
-        )
-        try:
-            while not self._stop.is_set():
-                if self.gpus is not None and not self.gpus.in_service:
-                    # Every GPU is out of service: stay registered (and reported) but idle.
-                    self.state = "no_gpu"
-                    self._stop.wait(self.settings.block_s)
-                    continue
-                try:
-                    claim = self.queue.claim(
-                        self.settings.worker_id,
-                        [self.runtime.name],
-                        int(self.settings.lease_s * 1000),
-                    )
-                    if claim is None:
-                        self.queue.wait_for_work([self.runtime.name], self.settings.block_s)
-                        continue
-                except redis.RedisError as exc:
-                    log.warning("queue unavailable: %s", exc, extra=self._ctx())
-                    self._stop.wait(1.0)
-                    continue
-                self._run(claim)
-        finally:
-            self.inference.close()
-            with contextlib.suppress(redis.RedisError):
-                self._beat_queue.unregister_worker(self.settings.worker_id)
-            log.info("worker stopped", extra=self._ctx())
-        return 0
-
-    def _register(self) -> bool:
-        """First registration. Redis may not be up yet (a host or a compose stack starting
-        in any order): wait for it, saying so, until it answers or the worker is stopped."""
-        warned = 0.0
-        while not self._stop.is_set():
-            try:
-                self.started_at_ms = self._beat_queue.server_time_ms()
-                self._heartbeat()
-                return True
-            except redis.RedisError as exc:
-                if time.monotonic() - warned > 10:
-                    warned = time.monotonic()
-                    # Not the URL: it may carry a password.
-                    log.warning("waiting for the queue (Redis): %s", exc, extra=self._ctx())
-                self._stop.wait(1.0)
-        return False
-
-    def _heartbeat(self) -> None:
-        fields = {
-            "runtime": self.runtime.name,
-            "framework": self.runtime.framework,
-            "framework_version": self.framework_version,
-            "packages": json.dumps(self.packages),
-            "device": self.runtime.device,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "state": "draining" if self._stop.is_set() else self.state,
-            "current_job": self.current_job or "",
-            "loaded_models": json.dumps(self.inference.loaded),
-            "gpus": json.dumps(self.gpus.describe() if self.gpus else []),
-            "started_at": self.started_at_ms,
-        }
-        self._beat_queue.heartbeat(
-            self.settings.worker_id, fields, int(self.settings.worker_ttl_s * 1000)
-        )
-
-    def _heartbeat_loop(self) -> None:
-        next_reap = 0.0
-        while not self._abort.wait(self.settings.heartbeat_s):
-            try:
-                self._heartbeat()
-                if time.monotonic() >= next_reap:
-                    next_reap = time.monotonic() + self.settings.reap_every_s
-                    for job_id, state in self._beat_queue.reap():
-                        log.warning(
-                            "reaped a job whose lease expired",
-                            extra=self._ctx(job_id=job_id, new_state=state),
-                        )
-            except redis.RedisError as exc:
-                log.warning("heartbeat failed: %s", exc, extra=self._ctx())
-            if self._stop.is_set() and self.current_job is None:
-                return
+            self.record.publish_loaded_models()
+            # The fork server's children inherit its environment: a new one, new set.
+            self._launcher.close()
+            self._launcher = self._new_launcher()
+            self._launcher.start()
 
     def _ctx(self, **fields: Any) -> dict[str, Any]:
         return {"fields": {"worker_id": self.settings.worker_id, **fields}}
 
     # -- one job -----------------------------------------------------------------------
 
-    def _run(self, claim: Claim) -> None:
-        job = claim.job
-        timeout = float(job["timeout_s"]) if job.get("timeout_s") else None
-        attempt = Attempt(job=job, started=time.monotonic(), timeout_s=timeout)
-        self._set_state("busy", attempt.job_id)
-        log.info(
-            "job started",
-            extra=self._ctx(job_id=attempt.job_id, attempt=attempt.number, job_type=job["type"]),
-        )
+    def _run(self, job: JobAttempt) -> None:
+        self._open = {job.job_id: job}
+        self.record.set_state("busy", job.job_id)
+        log.info("job started", extra=self._ctx(job_id=job.job_id, attempt=job.number,
+                                                job_type=job.job["type"]))  # fmt: skip
         try:
-            request = read_request(job)
-        except UnreadableRequest as exc:
-            # Not a fault of this worker: no worker could run it, so it is not retried.
-            self._finish(attempt, "failed", error=str(exc), error_kind=FailureKind.USER_ERROR)
-            self._set_state("idle", None)
-            return
-        try:
-            if job["type"] == "training":
-                self._run_training(attempt, request)
+            if job.job["type"] == "training":
+                self._run_training(job)
             else:
-                self._run_inference(attempt, request)
-        except Exception as exc:  # a supervisor-side fault must not lose the job
-            log.exception("job failed inside the worker", extra=self._ctx(job_id=attempt.job_id))
-            self._finish(
-                attempt,
-                "retry",
-                error=f"worker error: {type(exc).__name__}: {exc}",
-                error_kind=FailureKind.INFRASTRUCTURE,
-            )
+                self._run_inference(job)
+        except Exception as exc:  # a supervisor-side fault must not lose the jobs
+            log.exception("job failed inside the worker", extra=self._ctx(job_id=job.job_id))
+            error = f"worker error: {type(exc).__name__}: {exc}"
+            self._finish([(j, Ending("retry", error=error, error_kind=FailureKind.INFRASTRUCTURE))
+                          for j in self._open.values()])  # fmt: skip
         finally:
-            self._set_state("idle", None)
+            self._open = {}
 
-    def _set_state(self, state: str, job_id: str | None) -> None:
-        """Record and publish at once, so GET /workers is not a heartbeat behind."""
-        self.state, self.current_job = state, job_id
-        with contextlib.suppress(redis.RedisError):
-            self._heartbeat()
-
-    def _watch(
-        self, attempt: Attempt, done: Callable[[], bool], kill: Callable[[], None]
-    ) -> Verdict | None:
-        """Wait for ``done()``, renewing the lease; stop the work (``kill``) on a lost
-        lease, a cancel, the run timeout or a shutdown. None: it finished by itself."""
-        next_renew = time.monotonic() + self.settings.renew_every_s
-        next_cancel_check = time.monotonic() + self.settings.cancel_poll_s
-        while not done():
+    def _watch(self, work: Work) -> dict[str, Verdict] | None:
+        """Wait for ``work`` to end by itself (None), renewing its jobs' leases. A job whose
+        lease is lost, that is cancelled or that runs past its timeout gets a verdict.
+        While other jobs of the work go on (a batch), it is concluded at once; when none
+        is left, or on a shutdown, the work is killed and the last verdicts are returned,
+        to conclude after the kill."""
+        pending = {job.job_id: job for job in work.jobs}
+        renew_every = self.settings.renew_every_s
+        next_renew = time.monotonic() + renew_every
+        while True:
             now = time.monotonic()
-            verdict = None
-            if now >= next_cancel_check and now < next_renew:
-                # Between renewals (which also report the flag) a cheap read keeps a cancel
-                # from waiting a whole renewal interval.
-                next_cancel_check = now + self.settings.cancel_poll_s
-                with contextlib.suppress(redis.RedisError):
-                    if self.queue.cancel_requested(attempt.job_id):
-                        verdict = Verdict.CANCELLED
+            stop_at = self._stop_since + self.settings.shutdown_grace_s
+            if self._abort.is_set() or (self._stop.is_set() and now >= stop_at):
+                work.kill(self.settings.kill_grace_s)
+                return dict.fromkeys(pending, Verdict.HANDBACK)
+            verdicts = {j.job_id: Verdict.TIMEOUT for j in pending.values()
+                        if j.deadline is not None and now >= j.deadline}  # fmt: skip
             if now >= next_renew:
-                next_renew = now + self.settings.renew_every_s
-                try:
-                    renewal = self.queue.renew(
-                        attempt.job_id, attempt.attempt_id, int(self.settings.lease_s * 1000)
-                    )
-                    if not renewal.held:
-                        verdict = Verdict.LOST
-                    elif renewal.cancel_requested:
-                        verdict = Verdict.CANCELLED
-                except redis.RedisError as exc:
-                    # Keep working; if the lease runs out meanwhile the next renew says so.
-                    log.warning("lease renew failed: %s", exc, extra=self._ctx())
-            if verdict is None and attempt.timeout_s and now - attempt.started > attempt.timeout_s:
-                verdict = Verdict.TIMEOUT
-            if verdict is None and (
-                self._abort.is_set()
-                or (self._stop.is_set() and now - self._stop_since > self.settings.shutdown_grace_s)
+                next_renew = now + renew_every
+                verdicts.update(self._renew(pending))
+            if verdicts:
+                for job_id in verdicts:
+                    pending.pop(job_id, None)
+                if not pending:
+                    work.kill(self.settings.kill_grace_s)
+                    return verdicts
+                self._finish(self._conclude(verdicts))  # the rest of the batch goes on
+                continue
+            deadlines = [next_renew, *(j.deadline for j in pending.values() if j.deadline)]
+            if self._stop.is_set():
+                deadlines.append(stop_at)
+            wake = self.wakeups.next(min(deadlines) - now)
+            if wake is None:
+                continue
+            if work.ended_by(wake):
+                return None
+            if (isinstance(wake, CancelMessage) and wake.job_id in pending) or isinstance(
+                wake, Resubscribed
             ):
-                verdict = Verdict.HANDBACK
-            if verdict is not None:
-                kill()
-                return verdict
-            time.sleep(_TICK_S)
-        return None
+                # Renew now: the renewal reads the cancel flags, so it confirms the message
+                # is about this attempt (claim clears the flag), or finds the cancels whose
+                # messages were lost while the listener was away.
+                next_renew = now
 
-    def _conclude(self, attempt: Attempt, verdict: Verdict) -> None:
-        if verdict is Verdict.LOST:
-            log.warning(
-                "lease lost; the attempt was stopped and writes nothing",
-                extra=self._ctx(job_id=attempt.job_id),
-            )
-        elif verdict is Verdict.CANCELLED:
-            self._finish(
-                attempt, "cancelled", error="cancelled by user", error_kind=FailureKind.CANCELLED
-            )
-        elif verdict is Verdict.TIMEOUT:
-            self._finish(
-                attempt,
-                "failed",
-                error_kind=FailureKind.TIMEOUT,
-                error=f"timed out: ran longer than timeout_s={attempt.timeout_s:g}",
-            )
-        else:
-            self._call(
-                lambda: self.queue.release(
-                    attempt.job_id, attempt.attempt_id, "worker shutting down"
-                )
-            )
+    def _renew(self, pending: dict[str, JobAttempt]) -> dict[str, Verdict]:
+        jobs = list(pending.values())
+        try:
+            renewals = self.queue.renew_many([(j.job_id, j.attempt_id) for j in jobs],
+                                             self._lease_ms)  # fmt: skip
+        except redis.RedisError as exc:
+            # Keep working; if the lease runs out meanwhile the next renew says so.
+            log.warning("lease renew failed: %s", exc, extra=self._ctx())
+            return {}
+        verdicts = {}
+        for job, renewal in zip(jobs, renewals, strict=True):
+            if not renewal.held:
+                verdicts[job.job_id] = Verdict.LOST
+            elif renewal.cancel_requested:
+                verdicts[job.job_id] = Verdict.CANCELLED
+        return verdicts
 
-    def _finish(self, attempt: Attempt, outcome: Any, **kwargs: Any) -> bool:
-        if outcome == "retry":
-            kwargs["retry_delay_ms"] = backoff_ms(
-                attempt.number, self.settings.backoff_base_s, self.settings.backoff_cap_s
-            )
-        result = self._call(
-            lambda: self.queue.finish(attempt.job_id, attempt.attempt_id, outcome, **kwargs)
-        )
-        if result is None or not result.applied:
-            log.warning(
-                "finish refused: this attempt no longer holds the job",
-                extra=self._ctx(job_id=attempt.job_id, outcome=str(outcome)),
-            )
-            return False
-        log.info("job finished", extra=self._ctx(job_id=attempt.job_id, state=result.state))
-        return True
+    def _conclude(self, verdicts: dict[str, Verdict]) -> list[tuple[JobAttempt, Ending]]:
+        """Act on the verdicts: a hand-back releases the job, a lost lease writes nothing;
+        returns the endings of the others (cancelled, timed out), to finish."""
+        endings = []
+        for job_id, verdict in verdicts.items():
+            job = self._open[job_id]
+            if verdict is Verdict.LOST:
+                log.warning("lease lost; the attempt was stopped and writes nothing",
+                            extra=self._ctx(job_id=job_id))  # fmt: skip
+                self._open.pop(job_id)
+            elif verdict is Verdict.HANDBACK:
+                self._release(job)
+            else:
+                ending = verdict_ending(job, verdict)
+                assert ending is not None
+                endings.append((job, ending))
+        return endings
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
+    def _release(self, job: JobAttempt) -> None:
+        """Hand the job back to its queue without counting the attempt."""
+        self._call(lambda: self.queue.release(job.job_id, job.attempt_id, "worker shutting down"))
+        self._open.pop(job.job_id, None)
+
+    def _finish(self, endings: list[tuple[JobAttempt, Ending]]) -> list[bool]:
+        """Finish attempts in one call, each with its own ending; which were applied."""
+        if not endings:
+            return []
+        items = [
+            FinishItem(
+                job.job_id,
+                job.attempt_id,
+                e.outcome,
+                result=e.result,
+                error=e.error,
+                error_kind=e.error_kind,
+                model=e.model,
+                retry_delay_ms=backoff_ms(job.number, self.settings.backoff_base_s,
+                                          self.settings.backoff_cap_s)
+                if e.outcome == "retry" else 0,
+            )
+            for job, e in endings
+        ]  # fmt: skip
+        outcomes = self._call(lambda: self.queue.finish_many(items))
+        applied = []
+        for i, (job, ending) in enumerate(endings):
+            self._open.pop(job.job_id, None)
+            outcome = outcomes[i] if outcomes is not None else None
+            if outcome is None or not outcome.applied:
+                log.warning("finish refused: this attempt no longer holds the job",
+                            extra=self._ctx(job_id=job.job_id, outcome=ending.outcome))  # fmt: skip
+                applied.append(False)
+            else:
+                log.info("job finished", extra=self._ctx(job_id=job.job_id, state=outcome.state))
+                applied.append(True)
+        return applied
+
+    def _call(self, fn: Callable[[], T]) -> T | None:
         """Retry a queue call through a short Redis outage (bounded by the lease: past it
         the job is reaped and this attempt's write would be refused anyway)."""
         deadline = time.monotonic() + self.settings.lease_s
@@ -347,176 +340,116 @@ class Supervisor:
                     return None
                 time.sleep(0.5)
 
+    def _server_ms(self) -> int:
+        # Through _call: a short Redis outage just as training ends must not cost the
+        # attempt (past the lease the finish is refused anyway).
+        return self._call(self.queue.server_time_ms) or int(time.time() * 1000)
+
     # -- training ----------------------------------------------------------------------
 
-    def _run_training(self, attempt: Attempt, request: dict[str, Any]) -> None:
-        paths = TrainingPaths.for_attempt(
-            self.settings.model_store,
-            self.settings.work_dir,
-            request,
-            attempt.job_id,
-            attempt.number,
-        )
-        paths.create()
-        spec = {
-            "job_id": attempt.job_id,
-            "attempt_id": attempt.attempt_id,
-            "supervisor_pid": os.getpid(),
-            "redis_url": self.settings.redis_url,
-            "namespace": self.settings.trainyard_namespace,
-            "data_root": str(self.settings.data_root.resolve()),
-            "framework": self.runtime.framework,
-            "task": MODEL_TYPES[request["model_type"]].task,
-            "device": self._env[DEVICE_ENV],
-            "model_store": str(self.settings.model_store.resolve()),
-            "memory_limit_mb": self.settings.job_memory_mb,
-            "request": request,
-            "out_dir": str(paths.out_dir.resolve()),
-            "result_path": str((paths.work / "result.json").resolve()),
-        }
-        spec_path = (paths.work / "spec.json").resolve()
-        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    def _run_training(self, job: JobAttempt) -> None:
+        try:
+            request = read_training_request(job.job)
+        except UnreadableRequest as exc:
+            # Not a fault of this worker: no worker could run it, so it is not retried.
+            self._finish([(job, Ending("failed", error=str(exc),
+                                       error_kind=FailureKind.USER_ERROR))])  # fmt: skip
+            return
+        attempt = TrainingAttempt(job, request, self.settings, self.runtime, self.queue,
+                                  os.getpid())  # fmt: skip
         gpu_before = self.gpus.safe_snapshot() if self.gpus else None
-        proc = spawn_group(
-            [sys.executable, "-m", "trainyard_worker.child", str(spec_path)], self._env
-        )
-
-        def sink(stream: str, line: str) -> None:
-            # A log line lost to a Redis outage is not worth stalling the job for.
-            with contextlib.suppress(redis.RedisError):
-                self.queue.report(
-                    attempt.job_id,
-                    attempt.attempt_id,
-                    "log",
-                    {"stream": stream, "line": line[:4000]},
-                )
-
-        assert proc.stdout is not None and proc.stderr is not None
-        pipes = [
-            LineForwarder(proc.stdout, "stdout", sink),
-            LineForwarder(proc.stderr, "stderr", sink),
-        ]
-        verdict = self._watch(
-            attempt,
-            lambda: proc.poll() is not None,
-            lambda: kill_group(proc, self.settings.kill_grace_s),
-        )
-        if verdict is None:
-            kill_group(proc, 0)  # the leader is gone; take any stray grandchildren with it
-        self._check_gpus(gpu_before, attempt.job_id)
-        for pipe in pipes:
-            pipe.join(timeout_s=5.0)  # log lines land before the final state
         registered = False
         try:
-            if verdict is not None:
-                self._conclude(attempt, verdict)
+            attempt.start(self._launcher, self._env, self.wakeups)
+            try:
+                verdicts = self._watch(attempt)
+            except BaseException:
+                attempt.kill(0)  # it must not run on, unwatched, while the job is retried
+                raise
+            attempt.settle(ended_by_itself=verdicts is None)
+            self._check_gpus(gpu_before, job.job_id)
+            if verdicts is not None:
+                self._finish(self._conclude(verdicts))
             else:
-                registered = self._training_outcome(
-                    attempt, proc.returncode, paths, request, pipes[1].tail
-                )
+                ending = attempt.ending(self._server_ms)
+                (applied,) = self._finish([(job, ending)])
+                registered = applied and ending.model is not None
         finally:
-            shutil.rmtree(paths.work, ignore_errors=True)
-            if not registered:
-                shutil.rmtree(paths.out_dir, ignore_errors=True)  # no orphan artifact files
-                with contextlib.suppress(OSError):  # nor an empty model folder
-                    paths.out_dir.parent.rmdir()
-
-    def _training_outcome(
-        self,
-        attempt: Attempt,
-        returncode: int,
-        paths: TrainingPaths,
-        request: dict[str, Any],
-        stderr_tail: Iterable[str],
-    ) -> bool:
-        """Finish the attempt from how its child ended; True when its model was registered."""
-        result = read_json(paths.work / "result.json")
-        if returncode == EXIT_USER_ERROR and result is not None:
-            self._finish(
-                attempt, "failed", error=str(result.get("error")), error_kind=FailureKind.USER_ERROR
-            )
-            return False
-        if returncode != 0 or result is None or not result.get("ok"):
-            kind, message = describe_exit(returncode)
-            if returncode == 0:
-                message = "the job's process exited without a result"
-            tail = "\n".join(list(stderr_tail)[-5:])
-            self._finish(attempt, "retry", error=f"{message}\n{tail}".strip(), error_kind=kind)
-            return False
-        model = model_record(
-            paths,
-            framework=self.runtime.framework,
-            runtime=self.runtime.name,
-            job_id=attempt.job_id,
-            request=request,
-            result=result,
-            # Through _call: a short Redis outage just as training ends must not cost the
-            # attempt (past the lease the finish is refused anyway).
-            created_ms=self._call(self.queue.server_time_ms) or int(time.time() * 1000),
-        )
-        return self._finish(
-            attempt,
-            "succeeded",
-            model=model,
-            result={"model_id": paths.model_id, "metrics": result["metrics"]},
-        )
+            attempt.cleanup(registered)
 
     # -- inference ---------------------------------------------------------------------
 
-    def _run_inference(self, attempt: Attempt, request: dict[str, Any]) -> None:
-        model = self._call(lambda: self.queue.get_model(request["model_id"]))
-        if model is None:
-            self._finish(
-                attempt,
-                "failed",
-                error_kind=FailureKind.USER_ERROR,
-                error=f"model {request['model_id']!r} does not exist (deleted?)",
-            )
+    def _run_inference(self, first: JobAttempt) -> None:
+        try:
+            request = read_inference_request(first.job)
+        except UnreadableRequest as exc:
+            self._finish([(first, Ending("failed", error=str(exc),
+                                         error_kind=FailureKind.USER_ERROR))])  # fmt: skip
             return
-        model_dir = self.settings.model_store / model["artifact"]
-        if not model_dir.is_dir():
-            self._finish(
-                attempt,
-                "retry",
-                error_kind=FailureKind.INFRASTRUCTURE,
-                error=f"model artifact not found at {model_dir} on this worker; "
-                "workers on several hosts need a shared MODEL_STORE",
-            )
+        model = self._resolve(request.model_id)
+        if not isinstance(model, ModelRef):
+            self._finish([(first, model)])
             return
-        self.inference.submit(
-            {
-                "model_id": model["model_id"],
-                "model_dir": str(model_dir.resolve()),
-                "meta": {
-                    "model_id": model["model_id"],
-                    "model_type": model["model_type"],
-                    "label_names": model["label_names"],
-                    "details": model.get("details") or {},
-                },
-                "input_data": request["input_data"],
-                "parameters": request.get("parameters") or {},
-            }
-        )
-        replies: list[dict[str, Any]] = []
+        runnable, models, refused = [(first, request)], {model.model_id: model}, []
+        for job in self._claim_more(request.model_id, model.model_type):
+            try:
+                req = read_inference_request(job.job)
+            except UnreadableRequest as exc:
+                refused.append((job, Ending("failed", error=str(exc),
+                                            error_kind=FailureKind.USER_ERROR)))  # fmt: skip
+                continue
+            if req.model_id not in models:  # only a record whose fields disagree
+                other = self._resolve(req.model_id)
+                if not isinstance(other, ModelRef):
+                    refused.append((job, other))
+                    continue
+                models[req.model_id] = other
+            runnable.append((job, req))
+        self._finish(refused)  # now: nothing renews their leases while the batch runs
+        self._run_batch(runnable, list(models.values()))
 
-        def done() -> bool:
-            reply = self.inference.poll()
-            if reply is not None:
-                replies.append(reply)
-            return bool(replies)
+    def _resolve(self, model_id: str) -> ModelRef | Ending:
+        record = self._call(lambda: self.queue.get_model(model_id))
+        return resolve_model(record, model_id, self.settings.model_store)
 
-        verdict = self._watch(
-            attempt, done, lambda: self.inference.kill(self.settings.kill_grace_s)
-        )
-        if verdict is not None:
-            self._conclude(attempt, verdict)
-            return
-        reply = replies[0]
-        if reply.get("ok"):
-            self._finish(
-                attempt, "succeeded", result={"model_id": model["model_id"], **reply["result"]}
-            )
-        elif reply.get("kind") == "user_error":
-            self._finish(attempt, "failed", error=reply["error"], error_kind=FailureKind.USER_ERROR)
-        else:
-            self._finish(attempt, "retry", error=reply["error"], error_kind=FailureKind.CRASHED)
+    def _claim_more(self, model_id: str, model_type: str) -> list[JobAttempt]:
+        """More queued jobs of the model, up to the batch size. When some were already
+        waiting (a burst is arriving), the batch gets ``max_batch_wait_ms`` more to fill;
+        a lone request never waits. The window is a local timer: a BLPOP that short would
+        end on the server's clock tick (100 ms at Valkey's default hz), not on ours."""
+        policy = batch_policy(self.settings, model_type)
+        more: list[JobAttempt] = []
+
+        def take() -> None:
+            claims = self.queue.claim_batch(self.settings.worker_id, self.runtime.name,
+                                            model_id, self._lease_ms,
+                                            policy.max_size - 1 - len(more))  # fmt: skip
+            more.extend(JobAttempt.of(c) for c in claims)
+            self._open.update((j.job_id, j) for j in more)
+
+        try:
+            if policy.max_size > 1:
+                take()
+            burst = bool(more) and len(more) < policy.max_size - 1 and policy.wait_ms > 0
+            if burst and not self._stop.wait(policy.wait_ms / 1000):
+                take()
+        except redis.RedisError as exc:
+            log.warning("claiming more of a batch failed: %s", exc, extra=self._ctx())
+        return more
+
+    def _run_batch(
+        self, runnable: list[tuple[JobAttempt, InferenceJobRequest]], models: list[ModelRef]
+    ) -> None:
+        batch = InferenceBatch(self.inference, runnable, models)
+        if len(runnable) > 1:
+            jobs = [job.job_id for job, _ in runnable]
+            log.info("batch started", extra=self._ctx(batch_id=batch.request.batch_id, jobs=jobs))
+        batch.start()
+        verdicts = self._watch(batch)
+        if verdicts is not None:
+            self._finish(self._conclude(verdicts))
+        else:  # each job still open (not concluded while the batch ran) by its own answer
+            by_job = batch.endings()
+            self._finish([(job, by_job[job.job_id]) for job in batch.jobs
+                          if job.job_id in self._open])  # fmt: skip
+        self.record.publish_loaded_models()

@@ -13,39 +13,70 @@ from typing import Any
 from trainyard.routing import MODEL_TYPES
 from trainyard.schema import ID_PATTERN
 
-__all__ = ["TrainingPaths", "UnreadableRequest", "model_record", "read_json", "read_request"]
+from .protocol import InferenceJobRequest, ProtocolError, TrainingJobRequest, TrainingResult
+
+__all__ = [
+    "TrainingPaths",
+    "UnreadableRequest",
+    "model_record",
+    "read_inference_request",
+    "read_training_request",
+]
 
 
 class UnreadableRequest(ValueError):
     """A job's request that no worker could run; the message says why."""
 
 
-def read_request(job: dict[str, str]) -> dict[str, Any]:
+def _decode(job: dict[str, str]) -> Any:
+    try:
+        return json.loads(job["request"])
+    except (KeyError, ValueError, RecursionError) as exc:
+        raise UnreadableRequest(f"the job's request cannot be read: {type(exc).__name__}") from exc
+
+
+def _check_ids(values: dict[str, str | None], required: tuple[str, ...]) -> None:
+    for name, value in values.items():
+        if (value is None and name not in required) or (
+            isinstance(value, str) and re.fullmatch(ID_PATTERN, value)
+        ):
+            continue
+        # An id becomes a folder name and a Redis key: nothing but the id alphabet.
+        raise UnreadableRequest(f"{name}: must match {ID_PATTERN}, got {str(value)[:80]!r}")
+
+
+def read_training_request(job: dict[str, str]) -> TrainingJobRequest:
     """The job's request, checked as far as the supervisor relies on it.
 
     The API validates every request, but a job can also reach the queue another way (a
     client of the engine, a corrupted record): what the supervisor indexes or turns into
     paths is checked here again, so such a job fails once instead of crashing the worker's
     bookkeeping and being retried as a worker fault."""
+    raw = _decode(job)
+    if isinstance(raw, dict) and raw.get("model_type") not in MODEL_TYPES:
+        raise UnreadableRequest(f"model_type: unknown model type {raw.get('model_type')!r}")
     try:
-        request = json.loads(job["request"])
-    except (KeyError, ValueError, RecursionError) as exc:
-        raise UnreadableRequest(f"the job's request cannot be read: {type(exc).__name__}") from exc
-    if not isinstance(request, dict):
-        raise UnreadableRequest("the job's request is not a JSON object")
-    ids = ("model_name", "base_model_id") if job.get("type") == "training" else ("model_id",)
-    if job.get("type") == "training" and request.get("model_type") not in MODEL_TYPES:
-        raise UnreadableRequest(f"model_type: unknown model type {request.get('model_type')!r}")
-    for field in ids:
-        value = request.get(field)
-        required = field == "model_id"
-        if (value is None and not required) or (
-            isinstance(value, str) and re.fullmatch(ID_PATTERN, value)
-        ):
-            continue
-        # An id becomes a folder name and a Redis key: nothing but the id alphabet.
-        raise UnreadableRequest(f"{field}: must match {ID_PATTERN}, got {str(value)[:80]!r}")
+        request = TrainingJobRequest.from_wire(raw)
+    except ProtocolError as exc:
+        raise UnreadableRequest(_not_runnable(exc)) from exc
+    _check_ids({"model_name": request.model_name, "base_model_id": request.base_model_id}, ())
     return request
+
+
+def read_inference_request(job: dict[str, str]) -> InferenceJobRequest:
+    """An inference job's request, checked like a training job's (see above)."""
+    raw = _decode(job)
+    if isinstance(raw, dict):
+        _check_ids({"model_id": raw.get("model_id")}, ("model_id",))
+    try:
+        return InferenceJobRequest.from_wire(raw)
+    except ProtocolError as exc:
+        raise UnreadableRequest(_not_runnable(exc)) from exc
+
+
+def _not_runnable(exc: ProtocolError) -> str:
+    text = str(exc)
+    return "the job's request is not a JSON object" if text.startswith("request:") else text
 
 
 @dataclass(frozen=True)
@@ -57,9 +88,14 @@ class TrainingPaths:
 
     @classmethod
     def for_attempt(
-        cls, model_store: Path, work_dir: Path, request: dict[str, Any], job_id: str, attempt: int
+        cls,
+        model_store: Path,
+        work_dir: Path,
+        request: TrainingJobRequest,
+        job_id: str,
+        attempt: int,
     ) -> TrainingPaths:
-        model_id = request.get("model_name") or f"{request['model_type']}_{job_id[:12]}"
+        model_id = request.model_name or f"{request.model_type}_{job_id[:12]}"
         relative = Path(model_id) / f"{job_id}-{attempt}"
         return cls(model_id, relative, model_store / relative, work_dir / f"{job_id}-{attempt}")
 
@@ -75,8 +111,8 @@ def model_record(
     framework: str,
     runtime: str,
     job_id: str,
-    request: dict[str, Any],
-    result: dict[str, Any],
+    request: TrainingJobRequest,
+    result: TrainingResult,
     created_ms: int,
 ) -> dict[str, Any]:
     """The registry entry (``ModelRecord``'s fields) for a successful attempt."""
@@ -84,22 +120,14 @@ def model_record(
         "model_id": paths.model_id,
         "framework": framework,
         "runtime": runtime,
-        "model_type": request["model_type"],
+        "model_type": request.model_type,
         "job_id": job_id,
-        "hyperparameters": request.get("hyperparameters") or {},
-        "metrics": result["metrics"],
-        "label_names": result["label_names"],
+        "hyperparameters": request.hyperparameters,
+        "metrics": result.metrics,
+        "label_names": result.label_names,
         "artifact": paths.relative.as_posix(),
         "size_bytes": sum(f.stat().st_size for f in paths.out_dir.rglob("*") if f.is_file()),
         "created_at": datetime.fromtimestamp(created_ms / 1000, tz=UTC).isoformat(),
-        "details": result.get("details") or {},
-        "description": request.get("description") or "",
+        "details": result.details,
+        "description": request.description,
     }
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
