@@ -223,8 +223,8 @@ def test_k8s_one_worker_always_runs(k8s_docs: list[dict[str, Any]]) -> None:
         if obj["spec"]["minReplicaCount"] >= 1
     ]
     assert k8s_name("sklearn") in always
-    supervisor = (REPO / "ai-worker/src/trainyard_worker/supervisor.py").read_text()
-    assert ".reap()" in supervisor
+    worker = REPO / "ai-worker/src/trainyard_worker"
+    assert ".reap(" in (worker / "registration.py").read_text()
     claim = (REPO / "core/src/trainyard/lua/claim.lua").read_text()
     assert "K.delayed" in claim
 
@@ -232,7 +232,7 @@ def test_k8s_one_worker_always_runs(k8s_docs: list[dict[str, Any]]) -> None:
 def test_keda_metrics_follow_the_key_schema() -> None:
     """The gauges KEDA reads have one series per runtime of the routing table, counted from
     the runtime's own keys (ready:<runtime>, index:runtime:<runtime>)."""
-    source = (REPO / "core/src/trainyard/engine.py").read_text()
+    source = (REPO / "core/src/trainyard/engine_reads.py").read_text()
     tree = ast.parse(source)
     functions = {
         n.name: ast.get_source_segment(source, n)

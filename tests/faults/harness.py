@@ -52,7 +52,6 @@ REPO_ROOT = FAULTS_DIR.parents[1]
 WORKER_ENV = {
     "LEASE_S": "3",
     "RENEW_EVERY_S": "0.5",
-    "CANCEL_POLL_S": "0.25",
     "HEARTBEAT_S": "0.5",
     "WORKER_TTL_S": "10",
     "REAP_EVERY_S": "0.5",

@@ -37,11 +37,6 @@ class WorkerSettings(BaseSettings):
     worker_id: str = Field(default_factory=_default_worker_id)
     lease_s: float = Field(30.0, gt=0, description="a claimed job's lease length")
     renew_every_s: float = Field(5.0, gt=0, description="how often the lease is renewed")
-    cancel_poll_s: float | None = Field(
-        None,
-        description="unused, accepted so old configurations still start: a cancel reaches "
-        "a running job through its worker's cancel channel (and every lease renewal)",
-    )
     heartbeat_s: float = Field(5.0, gt=0, description="registration refresh interval")
     worker_ttl_s: float = Field(20.0, gt=0, description="a silent worker counts as gone after")
     reap_every_s: float = Field(5.0, gt=0, description="how often this worker reaps leases")
