@@ -237,6 +237,53 @@ def test_worker_state_writes_two_fields_of_a_registered_worker_only(queue: JobQu
     assert r.hget(k.worker("w1"), "current_job") == ""
 
 
+def test_a_claim_marks_its_registered_worker_busy_with_the_job(queue: JobQueue) -> None:
+    k, r = queue.keys, queue.redis
+    queue.heartbeat("w1", {"runtime": "sklearn", "state": "idle", "current_job": ""}, TTL_MS)
+    registered = r.hgetall(k.worker("w1"))
+    ttl = r.pttl(k.worker("w1"))
+    job_id = enqueue_simple(queue)
+
+    claim = queue.claim_work("w1", ["sklearn"], LEASE_MS).claim
+
+    assert claim is not None and claim.job_id == job_id
+    assert r.hgetall(k.worker("w1")) == {**registered, "state": "busy", "current_job": job_id}
+    assert 0 < r.pttl(k.worker("w1")) <= ttl  # the registration's lifetime is untouched
+
+
+def test_a_claim_by_an_unregistered_worker_writes_no_worker_hash(queue: JobQueue) -> None:
+    enqueue_simple(queue)
+    assert queue.claim_work("w1", ["sklearn"], LEASE_MS).claim is not None
+    assert not queue.redis.exists(queue.keys.worker("w1"))
+
+
+def test_nothing_to_claim_leaves_the_worker_hash_as_it_was(queue: JobQueue) -> None:
+    k, r = queue.keys, queue.redis
+    queue.heartbeat("w1", {"runtime": "sklearn", "state": "idle", "current_job": ""}, TTL_MS)
+    registered = r.hgetall(k.worker("w1"))
+    assert queue.claim_work("w1", ["sklearn"], LEASE_MS).claim is None
+    assert queue.claim_batch("w1", "sklearn", "m1", LEASE_MS, 4) == []
+    assert r.hgetall(k.worker("w1")) == registered
+
+
+def test_a_claimed_batch_marks_its_registered_worker_busy_with_the_first_job(
+    queue: JobQueue,
+) -> None:
+    k, r = queue.keys, queue.redis
+    queue.heartbeat("w1", {"runtime": "sklearn", "state": "idle", "current_job": ""}, TTL_MS)
+    first = enqueue_inference(queue, "m1")
+    enqueue_inference(queue, "m1")
+
+    claims = queue.claim_batch("w1", "sklearn", "m1", LEASE_MS, 4)
+
+    assert len(claims) == 2 and claims[0].job_id == first
+    assert r.hget(k.worker("w1"), "state") == "busy"
+    assert r.hget(k.worker("w1"), "current_job") == first
+    enqueue_inference(queue, "m1")
+    assert len(queue.claim_batch("w2", "sklearn", "m1", LEASE_MS, 4)) == 1
+    assert not r.exists(k.worker("w2"))  # not registered: no partial hash
+
+
 # -- cancel reaches the worker -------------------------------------------------------------
 
 

@@ -148,6 +148,32 @@ def test_enqueue_many_loads_its_script_when_the_server_forgot_it(queue: JobQueue
     assert renewal.held
 
 
+def _evalsha_calls(queue: JobQueue) -> int:
+    stats = queue.redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_enqueue_many_sends_chunks_of_200_jobs_per_script_call(queue: JobQueue) -> None:
+    queue.enqueue_many([_submission(-1)])  # the script is loaded: no NOSCRIPT retry below
+    queue.redis.config_resetstat()
+
+    answers = queue.enqueue_many(
+        [
+            _submission(n, idempotency_key="spans-chunks" if n in (10, 300) else None)
+            for n in range(450)
+        ]
+    )
+
+    assert _evalsha_calls(queue) == 3  # ceil(450 / 200)
+    assert [created for _, created in answers].count(True) == 449
+    assert answers[300] == (answers[10][0], False)  # a key used in an earlier chunk
+    ids = [job_id for job_id, created in answers if created]
+    seqs = [int(queue.get_job(job_id)["seq"]) for job_id in ids]  # type: ignore[index]
+    assert seqs == list(range(seqs[0], seqs[0] + 449))  # in list order, none skipped
+    assert queue.redis.zcard(queue.keys.index_all) == 450
+    assert all([e.data for e in queue.events(job_id)] == [{"state": "queued"}] for job_id in ids)
+
+
 # -- claim_batch -----------------------------------------------------------------------
 
 

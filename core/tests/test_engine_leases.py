@@ -11,6 +11,7 @@ from queue_checks import (
     assert_index_invariants,
     enqueue_simple,
     snapshot,
+    wait_for,
     wait_for_lease_expiry,
     wait_past_server_time,
 )
@@ -118,6 +119,35 @@ def test_reap_of_a_running_job_with_a_cancel_request_cancels_it(queue: JobQueue)
     assert (job["state"], job["error_kind"], job["stalls"]) == ("cancelled", "cancelled", "1")
     assert job["finished_at"]
     assert queue.claim("w", ["sklearn"], LONG_LEASE_MS) is None
+
+
+def test_reap_with_an_interval_scans_once_per_interval_for_all_callers(queue: JobQueue) -> None:
+    lock = queue.keys.reaper_lock
+    assert queue.reap(every_ms=60_000) == []  # scanned (nothing to do), took the interval
+    assert 0 < queue.redis.pttl(lock) <= 60_000
+    job_id = enqueue_simple(queue)
+    claim = queue.claim("gone-worker", ["sklearn"], SHORT_LEASE_MS)
+    assert claim is not None
+    wait_for_lease_expiry(queue, claim)
+
+    assert queue.reap(every_ms=60_000) == []  # gated: another scan ran within the interval
+    assert queue.get_job(job_id)["state"] == "running"  # type: ignore[index]
+    assert queue.redis.zscore(queue.keys.leases, job_id) is not None
+
+    assert queue.reap() == [(job_id, "queued")]  # every_ms=0 (the default) always scans
+
+
+def test_reap_with_an_interval_scans_again_once_the_interval_passed(queue: JobQueue) -> None:
+    lock = queue.keys.reaper_lock
+    assert queue.reap(every_ms=200) == []
+    job_id = enqueue_simple(queue)
+    claim = queue.claim("gone-worker", ["sklearn"], SHORT_LEASE_MS)
+    assert claim is not None
+    wait_for_lease_expiry(queue, claim)
+
+    wait_for(lambda: not queue.redis.exists(lock), 5.0, "the reaper interval to pass")
+    assert queue.reap(every_ms=200) == [(job_id, "queued")]
+    assert queue.redis.exists(lock)  # that scan took the next interval
 
 
 def test_reap_respects_its_limit(queue: JobQueue) -> None:

@@ -164,7 +164,9 @@ class JobQueue(QueueBatches, QueueReads):
         is left to that worker until it has waited ``affinity_ms`` (and that worker is
         woken: see ``wait_for_work``'s ``worker_id``). When only such jobs are waiting,
         the result has no claim and ``recheck_ms``: call again then (no wake-up comes
-        for them). ``affinity_ms`` = 0: exactly ``claim``."""
+        for them). ``affinity_ms`` = 0: exactly ``claim``. A claim also marks the
+        worker busy with the job (``state``/``current_job``, as ``set_worker_state``)
+        when it is registered; no separate busy write is needed."""
         attempt_id = secrets.token_hex(12)
         reply = self._scripts.claim(
             keys=[self.keys.leases],
@@ -230,9 +232,12 @@ class JobQueue(QueueBatches, QueueReads):
         ok = self._scripts.release(keys=[self.keys.job(job_id)], args=[job_id, attempt_id, reason])
         return bool(int(ok))
 
-    def reap(self, limit: int = 100) -> list[tuple[str, str]]:
-        """Recover jobs whose lease expired; returns ``(job_id, new_state)`` pairs."""
-        flat = self._scripts.reap(keys=[self.keys.leases], args=[limit])
+    def reap(self, limit: int = 100, *, every_ms: int = 0) -> list[tuple[str, str]]:
+        """Recover jobs whose lease expired (and expire never-started jobs past their
+        queue TTL); returns ``(job_id, new_state)`` pairs. ``every_ms`` > 0: at most one
+        scan per ``every_ms`` for all callers together (``K.reaper_lock``); a call
+        inside another's interval scans nothing and returns ``[]``. 0: always scan."""
+        flat = self._scripts.reap(keys=[self.keys.leases], args=[limit, max(every_ms, 0)])
         return list(zip(flat[::2], flat[1::2], strict=True))
 
     def heartbeat(self, worker_id: str, fields: dict[str, Any], ttl_ms: int) -> int:

@@ -1,10 +1,11 @@
 """Batch calls of the queue engine: many jobs per round trip. A mixin of
 ``trainyard.engine.JobQueue``.
 
-``enqueue_many`` and ``renew_many`` pipeline the single-job scripts (one round trip, each
-call still atomic on its own); ``claim_batch`` and ``finish_many`` are one script call
-each (``claim_batch.lua``, ``finish_batch.lua``), each job fenced and started or ended
-exactly as the single-job script does it.
+``enqueue_many`` sends chunks of up to ``ENQUEUE_CHUNK`` submissions per
+``enqueue_batch.lua`` call, all chunks in one pipeline; ``renew_many`` pipelines the
+single-job script (one round trip, each call still atomic on its own); ``claim_batch`` and
+``finish_many`` are one script call each (``claim_batch.lua``, ``finish_batch.lua``). Each
+job is created, fenced, started or ended exactly as the single-job script does it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from .engine_types import Claim, FinishItem, FinishOutcome, Renewal, ScriptCall,
 from .keys import KeySchema
 from .scripts import Scripts
 
-__all__ = ["QueueBatches", "run_pipelined"]
+__all__ = ["ENQUEUE_CHUNK", "QueueBatches", "run_pipelined"]
+
+# Submissions per enqueue_batch.lua call: large enough that the per-call cost vanishes,
+# small enough that one call does not hold the server for long (~200 jobs: a few ms).
+ENQUEUE_CHUNK = 200
 
 
 def run_pipelined(redis: Any, script: Script, calls: Sequence[ScriptCall]) -> list[Any]:
@@ -62,19 +67,32 @@ class QueueBatches:
         """Queue many jobs in one round trip: ``(job_id, created)`` per submission, in
         order, each exactly as ``enqueue`` would answer it. Idempotency keys are honoured
         per submission, also within the batch (a key repeated later in the batch names
-        the job its first use created). Submitted in order, so FIFO follows the list."""
+        the job its first use created). Submitted in order, so FIFO follows the list.
+        One ``enqueue_batch.lua`` call per ``ENQUEUE_CHUNK`` submissions, each chunk
+        atomic on its own, all in one pipeline."""
         if not submissions:
             return []
-        calls = [sub.script_call(self.keys) for sub in submissions]
-        replies = run_pipelined(self._r, self._scripts.enqueue, calls)
-        return [(str(existing), bool(int(created))) for created, existing in replies]
+        calls: list[ScriptCall] = []
+        for start in range(0, len(submissions), ENQUEUE_CHUNK):
+            keys: list[str] = []
+            args: list[str | int] = []
+            for sub in submissions[start : start + ENQUEUE_CHUNK]:
+                sub_keys, sub_args = sub.script_call(self.keys)
+                keys.extend(sub_keys)
+                args.extend(sub_args)
+            calls.append((keys, args))
+        replies = run_pipelined(self._r, self._scripts.enqueue_batch, calls)
+        return [
+            (str(existing), bool(int(created))) for chunk in replies for created, existing in chunk
+        ]
 
     def claim_batch(
         self, worker_id: str, runtime: str, model_id: str, lease_ms: int, max_jobs: int
     ) -> list[Claim]:
         """Up to ``max_jobs`` more queued inference jobs of ``model_id`` on ``runtime``,
         best first (priority, then FIFO), each started as its own attempt exactly as
-        ``claim`` starts one; ``[]`` when none is waiting."""
+        ``claim`` starts one; ``[]`` when none is waiting. Marks the worker busy with
+        the first job claimed, as ``claim_work`` does."""
         if max_jobs <= 0:
             return []
         attempt_ids = [secrets.token_hex(12) for _ in range(max_jobs)]

@@ -19,6 +19,8 @@ spelled twice.
 | ``<p>expiring``                    | zset   | never-started jobs with a queue TTL; score = when  |
 | ``<p>leases``                      | zset   | running job ids; score = lease deadline (ms)       |
 | ``<p>seq``                         | string | submission counter (FIFO order, cursors)           |
+| ``<p>reaper_lock``                 | string | set while a reap scan's interval runs (PX): one    |
+|                                    |        | scan per interval for the whole fleet              |
 | ``<p>idem:<key>``                  | string | idempotency key -> job id (expires)                |
 | ``<p>index:all``                   | zset   | every job id; score = sequence                     |
 | ``<p>index:state:<state>``         | zset   | job ids in that state; score = sequence            |
@@ -58,6 +60,7 @@ _KEYS: dict[str, str] = {
     "expiring": "expiring",
     "leases": "leases",
     "seq": "seq",
+    "reaper_lock": "reaper_lock",
     "idem": "idem:",
     "index_all": "index:all",
     "index_state": "index:state:",
@@ -152,6 +155,10 @@ class KeySchema:
     @property
     def seq(self) -> str:
         return self._key("seq")
+
+    @property
+    def reaper_lock(self) -> str:
+        return self._key("reaper_lock")
 
     @property
     def index_all(self) -> str:

@@ -14,6 +14,7 @@ __all__ = ["SCRIPT_NAMES", "Scripts", "script_source"]
 
 SCRIPT_NAMES = (
     "enqueue",
+    "enqueue_batch",
     "claim",
     "renew",
     "report",
@@ -44,6 +45,7 @@ class Scripts:
             setattr(self, name, redis.register_script(script_source(name, keys)))
 
     enqueue: Script
+    enqueue_batch: Script
     claim: Script
     renew: Script
     report: Script

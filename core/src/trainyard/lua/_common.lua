@@ -28,10 +28,43 @@ local function move_state(id, seq, from, to)
 end
 
 -- At most 64 tokens wait (trimmed only when over: one command per wake-up, not two).
-local function wake(runtime)
-  if redis.call('LPUSH', K.wake(runtime), '1') > 64 then
-    redis.call('LTRIM', K.wake(runtime), 0, 63)
+-- `count` (default 1): tokens to push, one per job, in one LPUSH (enqueue_batch.lua).
+local WAKE_MAX = 64
+local function wake(runtime, count)
+  local tokens = {}
+  for i = 1, math.min(count or 1, WAKE_MAX) do tokens[i] = '1' end
+  if redis.call('LPUSH', K.wake(runtime), unpack(tokens)) > WAKE_MAX then
+    redis.call('LTRIM', K.wake(runtime), 0, WAKE_MAX - 1)
   end
+end
+
+-- Index writes (ZADD of one member) go through `zadd`: written at once, unless a batch
+-- collects them (collect_zadds ... flush_zadds, enqueue_batch.lua: one ZADD per key for
+-- the whole batch instead of one per job). Only for a batch that reads none of those
+-- zsets before it flushes.
+local pending_zadds, pending_keys = nil, nil  -- key -> {score, id, ...}; nil: at once
+local function zadd(key, score, id)
+  if pending_zadds == nil then
+    redis.call('ZADD', key, score, id)
+    return
+  end
+  local members = pending_zadds[key]
+  if members == nil then
+    members = {}
+    pending_zadds[key] = members
+    pending_keys[#pending_keys + 1] = key
+  end
+  members[#members + 1] = score
+  members[#members + 1] = id
+end
+
+local function collect_zadds()
+  pending_zadds, pending_keys = {}, {}
+end
+
+local function flush_zadds()
+  for _, key in ipairs(pending_keys) do redis.call('ZADD', key, unpack(pending_zadds[key])) end
+  pending_zadds, pending_keys = nil, nil
 end
 
 -- The per-model ready index of a job, or nil: only inference jobs that name their model
@@ -49,9 +82,9 @@ end
 -- `ready_at` itself (insert_job, in the job's one HSET).
 local function ready_add(id, job, now)
   local score = ready_score(job.rank, job.seq)
-  redis.call('ZADD', K.ready(job.runtime), score, id)
+  zadd(K.ready(job.runtime), score, id)
   local model_key = ready_model_key(job)
-  if model_key then redis.call('ZADD', model_key, score, id) end
+  if model_key then zadd(model_key, score, id) end
   if now then redis.call('HSET', K.job(id), 'ready_at', now) end
 end
 
@@ -97,10 +130,11 @@ local function expire(id, seq, now)
 end
 
 -- Create a queued job: its hash (the submission's own `fields`, then the lifecycle
--- fields), its place in every index and its ready queue, and a wake-up for its runtime.
--- Returns the job's sequence number.
-local function insert_job(id, fields, runtime, job_type, rank, expires_at, idem_key, now)
-  local seq = redis.call('INCR', K.seq)
+-- fields), its place in every index and its ready queue. The caller wakes its runtime
+-- (`wake`: a batch pushes its tokens at once). `seq`: the job's sequence number, nil to
+-- draw the next one (a batch reserves its numbers with one INCRBY). Returns the seq.
+local function insert_job(id, fields, runtime, job_type, rank, expires_at, idem_key, now, seq)
+  seq = seq or redis.call('INCR', K.seq)
   local record = {}
   for name, value in pairs(fields) do record[name] = tostring(value) end
   local lifecycle = {
@@ -115,15 +149,38 @@ local function insert_job(id, fields, runtime, job_type, rank, expires_at, idem_
     flat[#flat + 1] = value
   end
   redis.call('HSET', K.job(id), unpack(flat))  -- one write for the whole record
-  redis.call('ZADD', K.index_all, seq, id)
-  redis.call('ZADD', K.index_state('queued'), seq, id)
-  redis.call('ZADD', K.index_runtime(runtime), seq, id)
-  redis.call('ZADD', K.index_type(job_type), seq, id)
+  zadd(K.index_all, seq, id)
+  zadd(K.index_state('queued'), seq, id)
+  zadd(K.index_runtime(runtime), seq, id)
+  zadd(K.index_type(job_type), seq, id)
   ready_add(id, {runtime = runtime, rank = rank, seq = seq, type = job_type,
                  model_id = fields['model_id']}, nil)
-  if tonumber(expires_at) > 0 then redis.call('ZADD', K.expiring, expires_at, id) end
-  wake(runtime)
+  if tonumber(expires_at) > 0 then zadd(K.expiring, expires_at, id) end
   return seq
+end
+
+-- The job an idempotency key already names, if that job still exists; nil otherwise
+-- ('' names none). enqueue.lua and enqueue_batch.lua answer it instead of creating one.
+local function idempotent_job(idem_key)
+  if idem_key == '' then return nil end
+  local existing = redis.call('GET', K.idem(idem_key))
+  if existing and redis.call('EXISTS', K.job(existing)) == 1 then return existing end
+  return nil
+end
+
+-- What a submission does once it is known to create its job (the rest of enqueue.lua's
+-- work, shared with enqueue_batch.lua): the job, its idempotency key, its 'queued' event.
+-- ARGV-shaped strings as enqueue.lua takes them; the caller wakes the runtime.
+local function create_job(id, runtime, job_type, rank, idem_key, idem_ttl, queue_ttl,
+                          fields_json, now, seq)
+  local expires_at = 0
+  if tonumber(queue_ttl) > 0 then expires_at = now + tonumber(queue_ttl) end
+  insert_job(id, cjson.decode(fields_json), runtime, job_type, rank, expires_at, idem_key,
+             now, seq)
+  if idem_key ~= '' then
+    redis.call('SET', K.idem(idem_key), id, 'EX', idem_ttl)
+  end
+  state_event(id, 'queued', {})
 end
 
 -- Take a job id found in the ready zset `found_in`: out of its ready queues, then, if it
@@ -154,6 +211,16 @@ local function take_ready(id, found_in, worker_id, attempt_id, lease_ms, now)
   redis.call('ZADD', K.leases, lease_until, id)
   state_event(id, 'running', {attempt = attempt, worker_id = worker_id})
   return redis.call('HGETALL', K.job(id))
+end
+
+-- The claiming worker's busy write (worker_state.lua's two fields), so a worker needs no
+-- separate busy write per job. Only while the worker is registered (its hash exists): a
+-- write after its registration expired would leave a partial hash that never expires.
+local function mark_worker_busy(worker_id, job_id)
+  local key = K.worker(worker_id)
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'state', 'busy', 'current_job', job_id)
+  end
 end
 
 -- End a running attempt (fenced by attempt id), for finish.lua and finish_batch.lua; the

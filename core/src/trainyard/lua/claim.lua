@@ -16,6 +16,10 @@
 --          come for it: call again then). Jobs found expired in the queue on the way
 --          (never started, and past their queue_ttl_s: still in the expiring set) are
 --          failed (reason "expired") and skipped.
+-- Also    when a job is claimed and the worker is registered (K.worker(worker id)
+--          exists), its hash gets state = busy and current_job = the job id, as
+--          worker_state.lua writes them (never a partial hash when it is not registered):
+--          the worker needs no busy write of its own per job.
 --
 -- Best job: lowest ready score (priority, then FIFO) over all the runtimes, among the
 -- eligible ones. Without affinity every job is eligible. With affinity an inference job
@@ -137,6 +141,9 @@ for _ = 1, 1000 do
   end
   if best == nil then return recheck end
   local claimed = take_ready(best[1], best[3], worker_id, attempt_id, lease_ms, now)
-  if claimed then return claimed end
+  if claimed then
+    mark_worker_busy(worker_id, best[1])
+    return claimed
+  end
 end
 return nil

@@ -14,6 +14,9 @@
 --           the most jobs taken
 -- Returns  a list of the claimed job hashes, each a flat {field, value, ...} list, in
 --          claim order; empty when no job of the model is ready.
+-- Also    when at least one job is claimed and the worker is registered (K.worker(worker
+--          id) exists), its hash gets state = busy and current_job = the FIRST job claimed
+--          here, as claim.lua does (never a partial hash when it is not registered).
 
 local worker_id, lease_ms = ARGV[1], tonumber(ARGV[2])
 local model_key = K.ready_model(ARGV[3] .. ':' .. ARGV[4])
@@ -26,7 +29,10 @@ for _ = 1, 1000 do
   if #ids == 0 then break end
   for _, id in ipairs(ids) do
     local claimed = take_ready(id, model_key, worker_id, ARGV[5 + #out], lease_ms, now)
-    if claimed then out[#out + 1] = claimed end
+    if claimed then
+      if #out == 0 then mark_worker_busy(worker_id, id) end
+      out[#out + 1] = claimed
+    end
   end
 end
 return out

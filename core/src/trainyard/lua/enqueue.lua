@@ -12,22 +12,13 @@
 -- Returns  {1, job_id} when created; {0, existing_job_id} when the idempotency key
 --          already names a job that still exists.
 
+-- Many at once: enqueue_batch.lua (the same job, through the same create_job).
+
 local id, runtime, job_type, rank = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local idem_key, idem_ttl, queue_ttl = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
+local idem_key = ARGV[5]
 
-if idem_key ~= '' then
-  local existing = redis.call('GET', K.idem(idem_key))
-  if existing and redis.call('EXISTS', K.job(existing)) == 1 then
-    return {0, existing}
-  end
-end
-
-local now = now_ms()
-local expires_at = 0
-if queue_ttl > 0 then expires_at = now + queue_ttl end
-insert_job(id, cjson.decode(ARGV[8]), runtime, job_type, rank, expires_at, idem_key, now)
-if idem_key ~= '' then
-  redis.call('SET', K.idem(idem_key), id, 'EX', idem_ttl)
-end
-state_event(id, 'queued', {})
+local existing = idempotent_job(idem_key)
+if existing then return {0, existing} end
+create_job(id, runtime, job_type, rank, idem_key, ARGV[6], ARGV[7], ARGV[8], now_ms(), nil)
+wake(runtime)
 return {1, id}

@@ -6,12 +6,19 @@
 --
 -- KEYS[1]  the leases zset (K.leases)
 -- ARGV[1]  most jobs to reap in this call
+-- ARGV[2]  interval, ms (0: scan on every call). > 0: at most one scan per interval for
+--          the whole fleet: the scan runs only if `SET K.reaper_lock 1 NX PX interval`
+--          succeeds, so N workers each calling reap every interval cost one scan, not N.
 -- It also fails queued jobs that never started within their queue_ttl_s, so a job for a
 -- runtime no worker serves does not wait forever.
 --
--- Returns  a flat list {job_id, new_state, ...} of the jobs reaped or expired.
+-- Returns  a flat list {job_id, new_state, ...} of the jobs reaped or expired; empty when
+--          another call scanned within the interval (gated: nothing was looked at).
 
-local limit = tonumber(ARGV[1])
+local limit, every_ms = tonumber(ARGV[1]), tonumber(ARGV[2] or '0')
+if every_ms > 0 and not redis.call('SET', K.reaper_lock, '1', 'NX', 'PX', every_ms) then
+  return {}
+end
 local now = now_ms()
 local out = {}
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)

@@ -45,6 +45,7 @@ fields['redriven_from'] = old_id
 local now = now_ms()
 -- No queue TTL and no idempotency key: the operator asked for this run explicitly.
 insert_job(new_id, fields, job.runtime, job.type, job.rank, 0, '', now)
+wake(job.runtime)
 state_event(new_id, 'queued', {redriven_from = old_id, reason = reason})
 redis.call('HSET', KEYS[1], 'redriven_to', new_id)
 emit(old_id, 'redriven', cjson.encode({redriven_to = new_id, reason = reason}))
