@@ -5,13 +5,13 @@ with its own connection that speaks exactly the supervisor's protocol, minus the
           -> nothing: set_worker_state idle (only when the state changes, as the worker
              writes it), wait_for_work (BLPOP on the runtime's and its own wake list,
              block_s, or the claim's recheck_ms), claim again
-          -> a job: set_worker_state busy, "run" it (sleep job_ms; renew every
+          -> a job (the claim marked the worker busy): "run" it (sleep job_ms; renew every
              renew_every_s if it runs that long), finish, claim the next
 
 and, per worker, a full ``heartbeat`` and ``set_loaded_models`` every heartbeat_s and a
-``reap`` every reap_every_s (the supervisor's registration thread does these; here one
-thread per process does it for all of its workers, each on its own schedule and phase,
-over one connection).
+``reap`` every reap_every_s, gated so the fleet scans once an interval (the supervisor's
+registration thread does these; here one thread per process does it for all of its
+workers, each on its own schedule and phase, over one connection).
 
 Each thread counts, per phase of the run (the parent sets the phase): wake-ups (BLPOP
 returned a token), wake-ups after which the claim found nothing, BLPOP timeouts, claims
@@ -123,7 +123,7 @@ class _Worker:
             if submitted is not None:
                 stats.pickup_ms.append((picked - float(submitted)) * 1000)
             stats.jobs += 1
-            self._set_state("busy", claim.job_id)
+            self.state, self.current_job = "busy", claim.job_id  # the claim wrote it
             self._run_job(claim.job_id, claim.attempt_id)
             q.finish(claim.job_id, claim.attempt_id, "succeeded", result={"ok": True})
 
@@ -164,7 +164,7 @@ def _beats(workers: list[_Worker], s: FleetSettings, stop: Any) -> None:
                 beat.set_loaded_models(w.id, RUNTIME, [], ttl_ms)
             heapq.heappush(due, (at + s.heartbeat_s, i, what))
         else:
-            beat.reap()
+            beat.reap(every_ms=int(s.reap_every_s * 900))  # one scan a fleet interval
             heapq.heappush(due, (at + s.reap_every_s, i, what))
 
 

@@ -43,8 +43,9 @@ def consume_trainyard(system: str, opts: Options, n: int, counter: JobCounter) -
 
 def _trainyard_consume(opts: Options, n: int, counter: JobCounter) -> None:
     """The supervisor's loop (ai-worker: supervisor._next_job, registration.set_state):
-    claim_work with the worker's default affinity; nothing claimable -> state idle (a
-    write only when it changes) and BLPOP; a job -> state busy, run it, finish."""
+    claim_work with the worker's default affinity (the claim marks the worker busy);
+    nothing claimable -> state idle (a write only when it changes) and BLPOP; a job ->
+    run it, finish."""
     keys = KeySchema(opts.tag)
     q = JobQueue(connect(opts.url, socket_timeout=BLOCK_S + 10), keys)
     beat = JobQueue(connect(opts.url), keys)  # the supervisor's second connection
@@ -54,7 +55,7 @@ def _trainyard_consume(opts: Options, n: int, counter: JobCounter) -> None:
         while not counter.finished.wait(HEARTBEAT_S):
             beat.heartbeat(WORKER_ID, worker_heartbeat_fields("busy", None), WORKER_TTL_MS)
             beat.set_loaded_models(WORKER_ID, RUNTIME, [], WORKER_TTL_MS)
-            beat.reap()
+            beat.reap(every_ms=int(HEARTBEAT_S * 900))
 
     threading.Thread(target=heartbeats, daemon=True).start()
     state: tuple[str, str | None] = ("idle", None)
@@ -72,8 +73,7 @@ def _trainyard_consume(opts: Options, n: int, counter: JobCounter) -> None:
             q.wait_for_work([RUNTIME], max(min(BLOCK_S, wait_s), 0.001), worker_id=WORKER_ID)
             continue
         counter.started()
-        state = ("busy", claim.job_id)
-        q.set_worker_state(WORKER_ID, "busy", claim.job_id)
+        state = ("busy", claim.job_id)  # written by the claim script
         # A no-op job: far shorter than renew_every_s, so the real worker never renews it.
         outcome = q.finish(claim.job_id, claim.attempt_id, "succeeded", result=RESULT)
         assert outcome.applied, outcome

@@ -85,6 +85,11 @@ class Registration:
         with contextlib.suppress(redis.RedisError):
             self._queue.set_worker_state(self._settings.worker_id, state, job_id)
 
+    def claimed(self, job_id: str) -> None:
+        """The claim script already marked this worker busy with the job (one write fewer
+        per job): record it here so the next heartbeat says the same."""
+        self.state, self.current_job = "busy", job_id
+
     def publish_loaded_models(self) -> None:
         """After the host's models changed: where affinity looks, at once, and the worker
         record (GET /workers) with a heartbeat, asked for now."""
@@ -131,7 +136,11 @@ class Registration:
                 self._record_loaded_models(self._beat_queue)  # a refresh of their lifetime
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + self._settings.reap_every_s
-                    for job_id, state in self._beat_queue.reap():
+                    # One scan per interval for the whole fleet (a server-side gate); the
+                    # gate is a little shorter than the interval, so a lone worker's scan
+                    # never finds its own last gate still closed.
+                    gate_ms = int(self._settings.reap_every_s * 900)
+                    for job_id, state in self._beat_queue.reap(every_ms=gate_ms):
                         log.warning("reaped a job whose lease expired",
                                     extra=self._ctx(job_id=job_id, new_state=state))  # fmt: skip
             except redis.RedisError as exc:

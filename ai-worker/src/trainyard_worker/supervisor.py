@@ -194,7 +194,7 @@ class Supervisor:
 
     def _run(self, job: JobAttempt) -> None:
         self._open = {job.job_id: job}
-        self.record.set_state("busy", job.job_id)
+        self.record.claimed(job.job_id)
         log.info("job started", extra=self._ctx(job_id=job.job_id, attempt=job.number,
                                                 job_type=job.job["type"]))  # fmt: skip
         try:
