@@ -5,12 +5,18 @@ show what each holds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import threading
+
+import redis
 
 from conftest import WorkerFarm, model_field, submit, training_request, wait_for, wait_terminal
+from trainyard.embedded import EmbeddedServer
 from trainyard.engine import JobQueue, Submission
 from trainyard.types import JobType
+from trainyard_worker.supervisor import BLPOP_RESOLUTION_S
 
 SLOW = {"n_estimators": 200_000, "random_state": 1}  # minutes of work: always cancelled
 ROW = "5.1,3.5,1.4,0.2"
@@ -93,4 +99,49 @@ def test_a_job_whose_holder_is_busy_goes_to_another_worker_after_the_affinity_wa
     done = wait_terminal(queue, job_id, 15)
     assert done["state"] == "succeeded" and done["worker_id"] == other, done
     wait_for(lambda: model in _loaded(queue, other), 10, "the other worker to show the model")
+    queue.cancel(blocker)
+
+
+class _BlockingCalls:
+    """Every BLPOP the server runs meanwhile, seen through MONITOR (a thread reads it)."""
+
+    def __init__(self, url: str) -> None:
+        self._monitor = redis.Redis.from_url(url).monitor()
+        self._monitor.__enter__()
+        self.blpops: list[list[str]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError, ValueError):
+            while True:
+                args = str(self._monitor.next_command()["command"]).split()
+                if args and args[0].upper() == "BLPOP":
+                    self.blpops.append(args)
+
+    def close(self) -> None:
+        self._monitor.__exit__()
+        self._thread.join(timeout=5)
+
+
+def test_a_recheck_sooner_than_the_server_tick_waits_locally_not_in_a_short_blpop(
+    queue: JobQueue, farm: WorkerFarm, server: EmbeddedServer
+) -> None:
+    # The default affinity (50 ms): the worker that skips the job rechecks sooner than
+    # Valkey's clock tick (100 ms), which is what would end a BLPOP that short: it must
+    # wait on a local timer instead.
+    _two_workers_two_models(queue, farm, AFFINITY_MS="50", BLOCK_S="30")
+    blocker = _busy(queue)
+    holder = queue.get_job(blocker)["worker_id"]
+    model, other = ("m1", "b") if holder == "a" else ("m2", "a")
+    calls = _BlockingCalls(server.url)
+    try:
+        job_id = submit(queue, {"model_id": model, "input_data": ROW}, JobType.INFERENCE)
+        done = wait_terminal(queue, job_id, 15)
+    finally:
+        calls.close()
+    # With 30 s idle waits, the other worker took it this soon only by rechecking.
+    assert done["state"] == "succeeded" and done["worker_id"] == other, done
+    short = [args for args in calls.blpops if float(args[-1]) < BLPOP_RESOLUTION_S]
+    assert not short, short
     queue.cancel(blocker)

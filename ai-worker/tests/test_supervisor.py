@@ -190,8 +190,12 @@ def test_the_supervisor_waits_on_wake_ups_not_on_a_tick() -> None:
 
 
 def _fork_server(worker_pid: int) -> int:
-    found = wait_for(lambda: pids_matching("trainyard_worker.forkserver", str(worker_pid)), 30,
-                     "the fork server")  # fmt: skip
+    """The worker's fork server, once it is warm (until then jobs start fresh)."""
+    found = wait_for(
+        lambda: pids_matching("trainyard_worker.forkserver", str(worker_pid), "(ready)"),
+        60,
+        "the fork server to be ready",
+    )
     return found[0]
 
 
@@ -201,9 +205,9 @@ def test_a_cancel_lands_without_waiting_for_a_renewal(
 ) -> None:
     # A renewal a minute away: the cancel must come through the worker's cancel channel.
     worker = farm.start(LEASE_S="300", RENEW_EVERY_S="60", FORK_SERVER=str(fork_server))
+    expected_parent = _fork_server(worker.pid) if fork_server else worker.pid
     job_id = submit(queue, training_request(hyperparameters=SLOW))
     pids = _running_child(queue, job_id)
-    expected_parent = _fork_server(worker.pid) if fork_server else worker.pid
     assert parent_pid(pids[0]) == expected_parent
     assert queue.cancel(job_id).state == "running"
     done = wait_terminal(queue, job_id, 20)

@@ -348,6 +348,7 @@ class _Server:
     def serve(self) -> int:
         self.selector.register(self.sock, selectors.EVENT_READ, None)
         self.send(ServerEvent("ready", pid=os.getpid()))
+        _retitle_ready(self.ident.comm)
         while True:
             for key, _ in self.selector.select():
                 if key.data is None:
@@ -429,6 +430,15 @@ class _Server:
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def _retitle_ready(comm: bytes) -> None:
+    """Append " (ready)" to the server's command line, so ``ps`` (and a test) can tell a
+    warm server from one still importing; keep its short name as it was."""
+    import setproctitle
+
+    setproctitle.setproctitle(setproctitle.getproctitle() + " (ready)")
+    _set_comm(comm)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,11 +38,15 @@ from .training import UnreadableRequest, read_inference_request, read_training_r
 from .training_attempt import TrainingAttempt
 from .wakeups import CancelListener, CancelMessage, Resubscribed, Signalled, Wakeups
 
-__all__ = ["Supervisor"]
+__all__ = ["BLPOP_RESOLUTION_S", "Supervisor"]
 
 log = logging.getLogger("trainyard.worker")
 
 T = TypeVar("T")
+
+# Valkey/Redis time out blocked commands (BLPOP) from their cron, every 1/hz s (100 ms at
+# the default hz 10): a block shorter than that lasts until the next tick.
+BLPOP_RESOLUTION_S = 0.1
 
 
 class Supervisor:
@@ -73,8 +77,11 @@ class Supervisor:
         self._open: dict[str, JobAttempt] = {}  # claimed and not yet finished or released
 
     def _new_launcher(self) -> TrainingLauncher:
+        # ready_timeout_s=0: a job claimed while the server still imports starts in a fresh
+        # process at once (it would pay the same import), instead of waiting on the warm-up
+        # with its run timeout already counting.
         return TrainingLauncher(self.runtime.framework, dict(self._env), os.getpid(),
-                                self.settings.fork_server)  # fmt: skip
+                                self.settings.fork_server, ready_timeout_s=0)  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -135,9 +142,16 @@ class Supervisor:
                 wait_s = self.settings.block_s
                 if found.recheck_ms is not None:
                     wait_s = min(wait_s, found.recheck_ms / 1000)
-                # BLPOP's 0 means forever: never less than a millisecond. Its own list too:
-                # a worker that skipped a job of a model this one holds wakes it there.
-                self.queue.wait_for_work([self.runtime.name], max(wait_s, 0.001),
+                if wait_s < BLPOP_RESOLUTION_S:
+                    # A recheck due sooner than the server's clock tick (an affinity wait,
+                    # 50 ms by default): a BLPOP this short would end on the tick (100 ms
+                    # at Valkey's default hz), not on time. A local timer; a job that
+                    # arrives meanwhile is claimed when it ends.
+                    self.wakeups.next(wait_s)
+                    return
+                # Its own list too: a worker that skipped a job of a model this one holds
+                # wakes it there.
+                self.queue.wait_for_work([self.runtime.name], wait_s,
                                          worker_id=self.settings.worker_id)  # fmt: skip
                 return
         except redis.RedisError as exc:
