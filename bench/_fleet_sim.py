@@ -53,7 +53,9 @@ class FleetSettings:
     renew_every_s: float = 5.0
     job_ms: float = 10.0  # how long each simulated job "runs"
     affinity_ms: int = 50  # the worker's default
-    loaded_models_every_beat: bool = True  # set_loaded_models with each heartbeat
+    # The worker refreshes its held models with each heartbeat only while it holds some;
+    # the simulated workers hold none (True: a what-if, as if each held models).
+    loaded_models_every_beat: bool = False
 
 
 @dataclass

@@ -296,10 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         "--reap-every-s", type=float, default=5.0, help="each worker's reap interval (0: none)"
     )
     parser.add_argument(
-        "--no-loaded-models",
+        "--loaded-models",
         dest="loaded_models",
-        action="store_false",
-        help="what-if: no set_loaded_models call with each heartbeat",
+        action="store_true",
+        help="what-if: a set_loaded_models call with each heartbeat (the worker makes it only "
+        "while its inference host holds models; the simulated workers hold none)",
     )
     parser.add_argument(
         "--burst", type=int, default=2000, help="jobs submitted at once after the stream (0: none)"

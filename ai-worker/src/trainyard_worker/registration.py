@@ -133,7 +133,8 @@ class Registration:
                 return
             try:
                 self._heartbeat()
-                self._record_loaded_models(self._beat_queue)  # a refresh of their lifetime
+                if self._loaded() or self._published_models:  # refresh their lifetime;
+                    self._record_loaded_models(self._beat_queue)  # an empty host: no call
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + self._settings.reap_every_s
                     # One scan per interval for the whole fleet (a server-side gate); the
