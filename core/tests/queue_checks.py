@@ -17,6 +17,7 @@ __all__ = [
     "assert_index_invariants",
     "enqueue_inference",
     "enqueue_simple",
+    "in_model_queue",
     "snapshot",
     "wait_for",
     "wait_for_lease_expiry",
@@ -63,6 +64,11 @@ def enqueue_inference(
     )
     assert created
     return job_id
+
+
+def in_model_queue(queue: JobQueue, job_id: str, model_id: str, runtime: str = "sklearn") -> bool:
+    """Whether the job is in its model's ready index (``ready_model``)."""
+    return queue.redis.zscore(queue.keys.ready_model(runtime, model_id), job_id) is not None
 
 
 def wait_past_server_time(queue: JobQueue, when_ms: int, timeout_s: float = 5.0) -> None:

@@ -11,6 +11,7 @@ import pytest
 from queue_checks import (
     enqueue_inference,
     enqueue_simple,
+    in_model_queue,
     snapshot,
     wait_for_lease_expiry,
     wait_past_server_time,
@@ -23,9 +24,6 @@ LEASE_MS = 30_000
 
 pytestmark = pytest.mark.usefixtures("index_invariant")
 
-
-def _in_model_queue(queue: JobQueue, job_id: str, model_id: str, runtime: str = "sklearn") -> bool:
-    return queue.redis.zscore(queue.keys.ready_model(runtime, model_id), job_id) is not None
 
 
 def _submission(n: int, **options: object) -> Submission:
@@ -131,7 +129,7 @@ def test_enqueue_many_makes_exactly_the_job_enqueue_makes(queue: JobQueue) -> No
 
     assert comparable("batched-job") == comparable("single-job")
     assert queue.redis.ttl(queue.keys.idem("batched")) == queue.redis.ttl(queue.keys.idem("single"))
-    assert _in_model_queue(queue, "batched-job", "m1")
+    assert in_model_queue(queue, "batched-job", "m1")
     assert [e.data for e in queue.events("batched-job")] == [{"state": "queued"}]
 
 
@@ -205,7 +203,7 @@ def test_claim_batch_takes_only_queued_inference_jobs_of_the_model_best_first(
             "attempt": 1,
             "worker_id": "w1",
         }
-        assert not _in_model_queue(queue, claim.job_id, "m1")
+        assert not in_model_queue(queue, claim.job_id, "m1")
     assert queue.claim_batch("w1", "sklearn", "m1", LEASE_MS, 10) == []
     assert queue.redis.zcard(queue.keys.ready("sklearn")) == 2  # m2's job and the training
 
@@ -246,7 +244,7 @@ def test_claim_batch_fails_expired_jobs_and_takes_the_rest(queue: JobQueue) -> N
     job = queue.get_job(stale)
     assert job is not None
     assert (job["state"], job["error_kind"], job["attempt"]) == ("failed", "expired", "0")
-    assert not _in_model_queue(queue, stale, "m1")
+    assert not in_model_queue(queue, stale, "m1")
 
 
 def test_a_batch_whose_worker_died_is_reaped_back_to_the_model_queue(queue: JobQueue) -> None:
@@ -257,7 +255,7 @@ def test_a_batch_whose_worker_died_is_reaped_back_to_the_model_queue(queue: JobQ
 
     assert sorted(queue.reap()) == sorted((job_id, "queued") for job_id in ids)
 
-    assert all(_in_model_queue(queue, job_id, "m1") for job_id in ids)
+    assert all(in_model_queue(queue, job_id, "m1") for job_id in ids)
     again = queue.claim_batch("new", "sklearn", "m1", LEASE_MS, 3)
     assert [c.job_id for c in again] == ids  # at their old places in line
     assert [c.job["attempt"] for c in again] == ["2", "2", "2"]

@@ -10,6 +10,7 @@ from queue_checks import (
     assert_index_invariants,
     enqueue_inference,
     enqueue_simple,
+    in_model_queue,
     wait_for_lease_expiry,
     wait_past_server_time,
 )
@@ -22,9 +23,6 @@ LEASE_MS = 30_000
 
 pytestmark = pytest.mark.usefixtures("index_invariant")
 
-
-def _in_model_queue(queue: JobQueue, job_id: str, model_id: str, runtime: str = "sklearn") -> bool:
-    return queue.redis.zscore(queue.keys.ready_model(runtime, model_id), job_id) is not None
 
 
 def _ready_at(queue: JobQueue, job_id: str) -> int:
@@ -47,34 +45,34 @@ def test_the_model_queue_follows_a_job_through_every_script(queue: JobQueue) -> 
     assert queue.cancel(training).state == "cancelled"
 
     claim = queue.claim("w", ["sklearn"], LEASE_MS)  # claim
-    assert claim is not None and not _in_model_queue(queue, job_id, "m1")
+    assert claim is not None and not in_model_queue(queue, job_id, "m1")
     assert_index_invariants(queue)
 
     queue.finish(job_id, claim.attempt_id, "retry", error_kind="crashed", retry_delay_ms=0)
     retry_at = int(queue.get_job(job_id)["retry_at"])  # type: ignore[index]
-    assert not _in_model_queue(queue, job_id, "m1")  # retrying: in the delayed set only
+    assert not in_model_queue(queue, job_id, "m1")  # retrying: in the delayed set only
     wait_past_server_time(queue, retry_at)
     claim = queue.claim("w", ["tensorflow"], LEASE_MS)  # promotes due retries of any runtime
-    assert claim is None and _in_model_queue(queue, job_id, "m1")  # retry promotion
+    assert claim is None and in_model_queue(queue, job_id, "m1")  # retry promotion
     assert _ready_at(queue, job_id) >= retry_at
     assert_index_invariants(queue)
 
     [claim] = queue.claim_batch("w", "sklearn", "m1", LEASE_MS, 1)
     released_after = queue.server_time_ms()
     assert queue.release(job_id, claim.attempt_id, "shutdown")  # release
-    assert _in_model_queue(queue, job_id, "m1")
+    assert in_model_queue(queue, job_id, "m1")
     assert _ready_at(queue, job_id) >= released_after
     assert_index_invariants(queue)
 
     [claim] = queue.claim_batch("gone", "sklearn", "m1", 50, 1)
     wait_for_lease_expiry(queue, claim)
     assert queue.reap() == [(job_id, "queued")]  # reap
-    assert _in_model_queue(queue, job_id, "m1")
+    assert in_model_queue(queue, job_id, "m1")
     assert _ready_at(queue, job_id) >= int(claim.job["lease_until"])
     assert_index_invariants(queue)
 
     assert queue.cancel(job_id).state == "cancelled"  # cancel
-    assert not _in_model_queue(queue, job_id, "m1")
+    assert not in_model_queue(queue, job_id, "m1")
     assert not r.exists(k.ready_model("sklearn", "m1"))
 
 
@@ -84,8 +82,8 @@ def test_jobs_the_reaper_expires_leave_the_model_queue(queue: JobQueue) -> None:
     wait_past_server_time(queue, int(queue.get_job(second)["expires_at"]))  # type: ignore[index]
 
     assert sorted(queue.reap()) == sorted([(first, "failed"), (second, "failed")])
-    assert not _in_model_queue(queue, first, "m1")
-    assert not _in_model_queue(queue, second, "m2")
+    assert not in_model_queue(queue, first, "m1")
+    assert not in_model_queue(queue, second, "m2")
 
 
 def test_an_expired_job_found_by_claim_leaves_the_model_queue(queue: JobQueue) -> None:
@@ -93,7 +91,7 @@ def test_an_expired_job_found_by_claim_leaves_the_model_queue(queue: JobQueue) -
     wait_past_server_time(queue, int(queue.get_job(stale)["expires_at"]))  # type: ignore[index]
     assert queue.claim("w", ["sklearn"], LEASE_MS) is None
     assert queue.get_job(stale)["error_kind"] == "expired"  # type: ignore[index]
-    assert not _in_model_queue(queue, stale, "m1")
+    assert not in_model_queue(queue, stale, "m1")
 
 
 def test_a_redriven_inference_job_keeps_its_model_and_joins_its_model_queue(
@@ -109,7 +107,7 @@ def test_a_redriven_inference_job_keeps_its_model_and_joins_its_model_queue(
     assert outcome.redriven and outcome.new_job_id
     new = queue.get_job(outcome.new_job_id)
     assert new is not None and new["model_id"] == "m1"
-    assert _in_model_queue(queue, outcome.new_job_id, "m1")
+    assert in_model_queue(queue, outcome.new_job_id, "m1")
 
 
 def test_index_problems_names_model_queue_disagreements(queue: JobQueue) -> None:

@@ -25,23 +25,15 @@ class Verdict(enum.Enum):
 
 
 @dataclass(frozen=True)
-class JobAttempt:
-    """One claimed job: its record as claimed, and when its run began (for timeout_s)."""
+class JobAttempt(Claim):
+    """One claimed job (the engine's ``Claim``: its record as claimed, ``job_id``,
+    ``attempt_id``), and when its run began (for timeout_s)."""
 
-    job: dict[str, str]
     started: float = field(default_factory=time.monotonic)  # time.monotonic()
 
     @classmethod
     def of(cls, claim: Claim) -> JobAttempt:
         return cls(job=claim.job)
-
-    @property
-    def job_id(self) -> str:
-        return self.job["id"]
-
-    @property
-    def attempt_id(self) -> str:
-        return self.job["attempt_id"]
 
     @property
     def number(self) -> int:
