@@ -1,51 +1,39 @@
-"""A plain-Python model of the queue engine's Lua scripts, and the harness that runs a
-Hypothesis state machine against both Redis and the model, for ``test_engine_model.py``.
+"""A plain-Python model of the queue engine's Lua scripts, for the model check
+(``test_engine_model.py``; the harness that runs it against Redis is
+``engine_model_harness.py``).
 
 Each operation takes the server time ``now`` (ms) that the script would read with TIME
-and changes the model the way the script's header says it changes Redis. The scripts read
-the clock once per call, and the test only knows that ``now`` lies between two readings
-taken around the call, so it replays an operation on a copy of the model for each ``now``
-in that window and accepts the one that matches what Redis holds (see ``observe``). That
-keeps the model exact everywhere except the one place where the real outcome depends on a
-millisecond the test cannot see.
+and changes the model the way the script's header says it changes Redis. What the model
+tracks of a job is the hash fields in ``TRACKED`` (as the strings the scripts write), the
+length of its event stream, and its scores in the ready queues (the runtime's and, for an
+inference job that names its model, the model's), the leases, the delayed and expiring
+sets and the state, runtime and type indexes. Beside the jobs: idempotency keys,
+registered models, and for affinity which workers hold which models (``model_holders``,
+``worker_models``). Not modelled: the wake-up lists (nothing in the model reads them; the
+state machine checks the targeted ones on its own) and the workers' registrations.
 
-What the model tracks of a job is the hash fields in ``TRACKED`` (as the strings the
-scripts write), the length of its event stream, and its scores in the ready queue, the
-leases, the delayed and expiring sets and the state, runtime and type indexes. Where it
-differs from the scripts as they were first written, a script was wrong; the
-differences are the bugs the model check found (see ``finish`` and ``claim``).
+Where the model differs from the scripts as they were first written, a script was wrong;
+the differences are the bugs the model check found (see ``finish`` and ``claim_work``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from hypothesis.stateful import RuleBasedStateMachine
-from queue_checks import snapshot
-
-from trainyard.engine import JobQueue
+from typing import Any
 
 __all__ = [
-    "NO_ATTEMPT",
+    "AFFINITY_SCAN",
     "READY_BAND",
-    "SEEN",
     "STATES",
     "TERMINAL",
     "TRACKED",
-    "Attempt",
-    "Harness",
     "Model",
     "ModelJob",
-    "describe_difference",
-    "observe",
 ]
 
-T = TypeVar("T")
-
 READY_BAND = 1 << 40  # ready score = priority rank * band + seq (_common.lua ready_score)
+AFFINITY_SCAN = 64  # claim.lua looks at this many entries of a ready queue, at most
 TERMINAL = frozenset({"succeeded", "failed", "cancelled", "dead"})
 STATES = ("queued", "running", "retrying", *sorted(TERMINAL))
 RANKS = {"high": 0, "normal": 1, "low": 2}
@@ -58,6 +46,7 @@ TRACKED = (
     "attempt_id", "worker_id", "stalls", "cancel_requested", "cancel_reason", "created_at",
     "expires_at", "started_at", "lease_until", "lease_ms", "retry_at", "finished_at",
     "error_kind", "progress", "model_id", "idempotency_key", "redriven_from", "redriven_to",
+    "ready_at",
 )
 # fmt: on
 
@@ -67,6 +56,9 @@ class ModelJob:
     fields: dict[str, str]  # the tracked hash fields, exactly as the scripts write them
     events: int = 0  # entries in the job's event stream
     expiring: bool = False  # in the expiring set: queued, never started, with a queue TTL
+    # '<runtime>:<model>' of the model ready queue it is in while queued ("": none): an
+    # inference job that names its model (fixed at submission).
+    model_key: str = ""
 
     @property
     def state(self) -> str:
@@ -75,18 +67,22 @@ class ModelJob:
     def num(self, name: str) -> int:
         return int(self.fields.get(name) or 0)
 
+    @property
+    def score(self) -> int:
+        return self.num("rank") * READY_BAND + self.num("seq")
+
     def set(self, **values: int | str) -> None:
         self.fields.update({name: str(value) for name, value in values.items()})
 
     def view(self) -> dict[str, Any]:
         """What Redis must hold for this job (the same shape ``observe`` reads)."""
         f, state = self.fields, self.state
+        ready = float(self.score) if state == "queued" else None
         return {
             **{name: f.get(name) for name in TRACKED},
             "events": self.events,
-            "ready": float(self.num("rank") * READY_BAND + self.num("seq"))
-            if state == "queued"
-            else None,
+            "ready": ready,
+            "ready_model": ready if self.model_key else None,
             "lease": float(f["lease_until"]) if state == "running" else None,
             "delayed": float(f["retry_at"]) if state == "retrying" else None,
             "expiring": float(f["expires_at"]) if self.expiring else None,
@@ -102,18 +98,41 @@ class ModelJob:
 
 
 @dataclass
+class _ClaimScan:
+    """What one claim.lua call remembers while it looks for a job (see ``claim_work``)."""
+
+    worker_id: str
+    loaded: frozenset[str]
+    affinity_ms: int
+    holder_window: int
+    held_elsewhere: dict[str, bool] = field(default_factory=dict)
+    recheck: int | None = None
+    woken: set[str] = field(default_factory=set)  # models whose holders it woke
+    pruned: bool = False  # it dropped a holder not seen within the window
+
+
+@dataclass
 class Model:
     jobs: dict[str, ModelJob] = field(default_factory=dict)
     seq: int = 0
     idem: dict[str, str] = field(default_factory=dict)  # idempotency key -> job id
     models: set[str] = field(default_factory=set)  # registered model ids
+    # '<runtime>:<model>' -> worker id -> last seen (ms): K.model_holders
+    holders: dict[str, dict[str, int]] = field(default_factory=dict)
+    worker_models: dict[str, set[str]] = field(default_factory=dict)  # K.worker_models
+    last_scan: _ClaimScan | None = None  # the last claim_work's (not in the view)
 
     def clone(self) -> Model:
         return Model(
-            {i: ModelJob(dict(j.fields), j.events, j.expiring) for i, j in self.jobs.items()},
+            {
+                i: ModelJob(dict(j.fields), j.events, j.expiring, j.model_key)
+                for i, j in self.jobs.items()
+            },
             self.seq,
             dict(self.idem),
             set(self.models),
+            {name: dict(h) for name, h in self.holders.items()},
+            {w: set(names) for w, names in self.worker_models.items()},
         )
 
     def view(self) -> dict[str, Any]:
@@ -122,10 +141,18 @@ class Model:
             "seq": str(self.seq) if self.seq else None,
             "idem": dict(self.idem),
             "models": len(self.models),
+            "holders": {
+                n: {w: float(t) for w, t in h.items()} for n, h in self.holders.items() if h
+            },
+            "worker_models": {w: names for w, names in self.worker_models.items() if names},
         }
 
-    def routes(self) -> dict[str, tuple[str, str]]:
-        return {job_id: (j.fields["runtime"], j.fields["type"]) for job_id, j in self.jobs.items()}
+    def routes(self) -> dict[str, tuple[str, str, str]]:
+        """Job id -> its runtime, job type and model ready queue ("" for none)."""
+        return {
+            job_id: (j.fields["runtime"], j.fields["type"], j.model_key)
+            for job_id, j in self.jobs.items()
+        }
 
     def holds(self, job_id: str, attempt_id: str) -> bool:
         """Whether ``attempt_id`` is the attempt holding the job (the fence every
@@ -149,12 +176,26 @@ class Model:
                 out.append(job.num("expires_at"))
         return out
 
-    # -- the scripts ---------------------------------------------------------------
+    def ready(self, runtime: str, model_key: str | None = None) -> list[ModelJob]:
+        """A ready queue in order: the runtime's, or one model's (``model_key``)."""
+        return sorted(
+            (
+                j
+                for j in self.jobs.values()
+                if j.state == "queued"
+                and j.fields["runtime"] == runtime
+                and (model_key is None or j.model_key == model_key)
+            ),
+            key=lambda j: j.score,
+        )
+
+    # -- submitting and cancelling --------------------------------------------------
 
     def enqueue(
         self, now: int, job_id: str, submission: dict[str, str], queue_ttl_ms: int
     ) -> tuple[str, bool]:
-        """``submission``: priority, max_attempts, runtime, type and idempotency_key."""
+        """``submission``: priority, max_attempts, runtime, type, idempotency_key and,
+        for an inference job, perhaps model_id."""
         key = submission["idempotency_key"]
         if key and key in self.idem:
             return self.idem[key], False
@@ -166,7 +207,13 @@ class Model:
     def _insert(self, now: int, job_id: str, submission: dict[str, str], expires_at: int) -> None:
         """A new queued job (``insert_job`` in _common.lua)."""
         self.seq += 1
-        job = ModelJob({}, expiring=expires_at > 0)
+        model_id = submission.get("model_id", "")
+        indexed = submission["type"] == "inference" and model_id
+        job = ModelJob(
+            {},
+            expiring=expires_at > 0,
+            model_key=f"{submission['runtime']}:{model_id}" if indexed else "",
+        )
         job.event(
             **submission,
             id=job_id,
@@ -177,6 +224,7 @@ class Model:
             stalls=0,
             cancel_requested=0,
             created_at=now,
+            ready_at=now,
             expires_at=expires_at,
         )
         self.jobs[job_id] = job
@@ -192,49 +240,147 @@ class Model:
             return True, False, job.state, None, False
         if job.fields.get("redriven_to"):
             return True, True, "dead", job.fields["redriven_to"], False
-        names = ("priority", "max_attempts", "runtime", "type")
+        names = ["priority", "max_attempts", "runtime", "type"]
+        if job.fields["type"] == "inference" and "model_id" in job.fields:
+            names.append("model_id")  # the model it asks for is part of its submission
         submission = {name: job.fields[name] for name in names}
         # No queue TTL and no idempotency key: the operator asked for this run.
         self._insert(now, new_id, {**submission, "idempotency_key": "", "redriven_from": job_id}, 0)
         job.event(redriven_to=new_id)  # not a state change: a "redriven" event
         return True, True, "dead", new_id, True
 
+    def cancel(self, now: int, job_id: str, reason: str) -> tuple[bool, str, bool]:
+        """(found, state, changed), as ``CancelOutcome``."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return False, "missing", False
+        if job.state in ("queued", "retrying"):
+            job.expiring = False
+            job.event(
+                state="cancelled", finished_at=now, error_kind="cancelled", cancel_requested=1
+            )
+            return True, "cancelled", True
+        if job.state == "running":
+            job.event(cancel_requested=1, cancel_reason=reason)
+            return True, "running", True
+        return True, job.state, False
+
+    # -- claiming ---------------------------------------------------------------------
+
     def _expire(self, job: ModelJob, now: int) -> None:
         job.expiring = False
         job.event(state="failed", finished_at=now, error_kind="expired")
 
-    def claim(
-        self, now: int, worker_id: str, attempt_id: str, lease_ms: int, runtimes: tuple[str, ...]
-    ) -> str | None:
-        for job in self.jobs.values():  # due retries go back to their queue first
-            if job.state == "retrying" and job.num("retry_at") <= now:
-                job.event(state="queued")
-        ready = sorted(
-            (
-                j
-                for j in self.jobs.values()
-                if j.state == "queued" and j.fields["runtime"] in runtimes
-            ),
-            key=lambda j: (j.num("rank"), j.num("seq")),
+    def _take(
+        self, job: ModelJob, now: int, worker_id: str, attempt_id: str, lease_ms: int
+    ) -> bool:
+        """``take_ready`` in _common.lua: start an attempt, or fail the job "expired" if it
+        waited past its queue TTL before its first start (then False)."""
+        # queue_ttl_s bounds only the wait before the first start.
+        if job.expiring and now >= job.num("expires_at"):
+            self._expire(job, now)
+            return False
+        job.expiring = False
+        job.event(
+            state="running",
+            attempt=job.num("attempt") + 1,
+            attempt_id=attempt_id,
+            worker_id=worker_id,
+            started_at=now,
+            lease_until=now + lease_ms,
+            lease_ms=lease_ms,
+            cancel_requested=0,
         )
-        for job in ready:
-            # queue_ttl_s bounds only the wait before the first start.
-            if job.expiring and now >= job.num("expires_at"):
-                self._expire(job, now)
-                continue
-            job.expiring = False
-            job.event(
-                state="running",
-                attempt=job.num("attempt") + 1,
-                attempt_id=attempt_id,
-                worker_id=worker_id,
-                started_at=now,
-                lease_until=now + lease_ms,
-                lease_ms=lease_ms,
-                cancel_requested=0,
-            )
-            return job.fields["id"]
-        return None
+        return True
+
+    def claim_work(
+        self,
+        now: int,
+        worker_id: str,
+        attempt_id: str,
+        lease_ms: int,
+        runtimes: Sequence[str],
+        loaded: Sequence[str] = (),
+        affinity_ms: int = 0,
+        holder_window: int = 0,
+    ) -> tuple[str | None, int | None]:
+        """(the job claimed or None, recheck ms or None), as ``ClaimResult``. Without
+        affinity: the best job of ``runtimes`` (priority, then FIFO). With it, the best
+        eligible one (see ``_eligible``), within claim.lua's bounded scan."""
+        for job in sorted(self.jobs.values(), key=lambda j: j.num("retry_at")):
+            if job.state == "retrying" and job.num("retry_at") <= now:  # due: queued again
+                job.event(state="queued", ready_at=now)
+        scan = _ClaimScan(worker_id, frozenset(loaded), affinity_ms, holder_window)
+        while True:
+            found = [j for j in (self._best_of(rt, now, scan) for rt in runtimes) if j]
+            self.last_scan = scan
+            if not found:
+                return None, (None if scan.recheck is None else max(scan.recheck, 1))
+            best = min(found, key=lambda j: j.score)
+            if self._take(best, now, worker_id, attempt_id, lease_ms):
+                return best.fields["id"], None
+
+    def _best_of(self, runtime: str, now: int, scan: _ClaimScan) -> ModelJob | None:
+        queue = self.ready(runtime)
+        if scan.affinity_ms <= 0:
+            return queue[0] if queue else None
+        # The best job of a loaded model bounds the scan: nothing after it can win.
+        tops = [self.ready(runtime, f"{runtime}:{m}")[:1] for m in scan.loaded]
+        bound = min((t[0] for t in tops if t), key=lambda j: j.score, default=None)
+        for job in queue[:AFFINITY_SCAN]:
+            if bound is not None and job.score >= bound.score:
+                return bound
+            if self._eligible(job, runtime, now, scan):
+                return job
+        return bound
+
+    def _eligible(self, job: ModelJob, runtime: str, now: int, scan: _ClaimScan) -> bool:
+        """A training job, an inference job without a model, of a model this worker has
+        loaded, of one no other live worker holds, or one that waited the affinity."""
+        model_id = job.fields.get("model_id", "")
+        if job.fields["type"] != "inference" or not model_id or model_id in scan.loaded:
+            return True
+        waited = now - job.num("ready_at")
+        if waited >= scan.affinity_ms or not self._held_by_another(runtime, model_id, now, scan):
+            return True
+        wait = scan.affinity_ms - waited
+        scan.recheck = wait if scan.recheck is None else min(scan.recheck, wait)
+        scan.woken.add(f"{runtime}:{model_id}")
+        return False
+
+    def _held_by_another(self, runtime: str, model_id: str, now: int, scan: _ClaimScan) -> bool:
+        """Read once per call; holders not seen within the window are dropped on the way."""
+        name = f"{runtime}:{model_id}"
+        if name not in scan.held_elsewhere:
+            live = {
+                w: t for w, t in self.holders.get(name, {}).items() if t >= now - scan.holder_window
+            }
+            scan.pruned |= len(live) < len(self.holders.get(name, {}))
+            self.holders[name] = live
+            scan.held_elsewhere[name] = len(live) - (scan.worker_id in live) > 0
+        return scan.held_elsewhere[name]
+
+    def claim_batch(
+        self,
+        now: int,
+        worker_id: str,
+        lease_ms: int,
+        runtime: str,
+        model_id: str,
+        attempt_ids: Sequence[str],
+    ) -> list[str]:
+        """Up to ``len(attempt_ids)`` queued jobs of one model, best first, each started
+        as its own attempt (the i-th taken gets the i-th id); expired ones are failed on
+        the way. No retry promotion, no affinity."""
+        out: list[str] = []
+        for job in self.ready(runtime, f"{runtime}:{model_id}"):
+            if len(out) == len(attempt_ids):
+                break
+            if self._take(job, now, worker_id, attempt_ids[len(out)], lease_ms):
+                out.append(job.fields["id"])
+        return out
+
+    # -- attempts ---------------------------------------------------------------------
 
     def renew(self, now: int, job_id: str, attempt_id: str, lease_ms: int) -> tuple[bool, str]:
         """(held, cancel_requested or the state)."""
@@ -263,6 +409,8 @@ class Model:
         retry_delay_ms: int,
         model_id: str,
     ) -> tuple[bool, str]:
+        """(applied, the new state or the current one). ``finish_many`` is this per item,
+        in order, at one ``now``."""
         if not self.holds(job_id, attempt_id):
             return False, self.state_of(job_id)
         job = self.jobs[job_id]
@@ -292,24 +440,8 @@ class Model:
         if job.fields["cancel_requested"] == "1":
             job.event(state="cancelled", finished_at=now, error_kind="cancelled")
         else:
-            job.event(state="queued")
+            job.event(state="queued", ready_at=now)
         return True
-
-    def cancel(self, now: int, job_id: str, reason: str) -> tuple[bool, str, bool]:
-        """(found, state, changed), as ``CancelOutcome``."""
-        job = self.jobs.get(job_id)
-        if job is None:
-            return False, "missing", False
-        if job.state in ("queued", "retrying"):
-            job.expiring = False
-            job.event(
-                state="cancelled", finished_at=now, error_kind="cancelled", cancel_requested=1
-            )
-            return True, "cancelled", True
-        if job.state == "running":
-            job.event(cancel_requested=1, cancel_reason=reason)
-            return True, "running", True
-        return True, job.state, False
 
     def reap(self, now: int, limit: int) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -325,8 +457,7 @@ class Model:
             else:
                 new_state, kind = "queued", "lost"
             job.set(stalls=job.num("stalls") + 1, attempt_id="", lease_until=0, error_kind=kind)
-            if new_state != "queued":
-                job.set(finished_at=now)
+            job.set(**({"ready_at": now} if new_state == "queued" else {"finished_at": now}))
             job.event(state=new_state)
             out.append((job.fields["id"], new_state))
         expiring = sorted(
@@ -338,184 +469,21 @@ class Model:
             out.append((job.fields["id"], "failed"))
         return out
 
+    # -- workers ----------------------------------------------------------------------
 
-def observe(queue: JobQueue, routes: Mapping[str, tuple[str, str]]) -> dict[str, Any]:
-    """What Redis holds, in the shape of ``Model.view``, for the jobs ``routes`` names
-    (job id -> its runtime and job type), read in one round trip. With the index scores
-    it reads, a match with the model also says that each job is in exactly the indexes
-    its state calls for (``index_problems`` checks the same, and orphans, more slowly)."""
-    r: Any = queue.redis
-    k = queue.keys
-    ids = sorted(routes)
-    pipe = r.pipeline(transaction=False)
-    per_job = 8 + len(STATES)
-    runtimes = {job_id: runtime for job_id, (runtime, _) in routes.items()}
-    types = {job_id: job_type for job_id, (_, job_type) in routes.items()}
-    for job_id in ids:
-        pipe.hmget(k.job(job_id), list(TRACKED))
-        pipe.xlen(k.events(job_id))
-        pipe.zscore(k.ready(runtimes[job_id]), job_id)
-        pipe.zscore(k.leases, job_id)
-        pipe.zscore(k.delayed, job_id)
-        pipe.zscore(k.expiring, job_id)
-        pipe.zscore(k.index_runtime(runtimes[job_id]), job_id)
-        pipe.zscore(k.index_type(types[job_id]), job_id)
-        for state in STATES:
-            pipe.zscore(k.index_state(state), job_id)
-    pipe.get(k.seq)
-    pipe.zcard(k.models)
-    pipe.zcard(k.index_all)
-    pipe.keys(k.idem("*"))
-    replies = pipe.execute()
-    jobs: dict[str, Any] = {}
-    for n, job_id in enumerate(ids):
-        values, events, ready, lease, delayed, expiring, by_runtime, by_type, *states = replies[
-            n * per_job : (n + 1) * per_job
-        ]
-        jobs[job_id] = {
-            **dict(zip(TRACKED, values, strict=True)),
-            "events": events,
-            "ready": ready,
-            "lease": lease,
-            "delayed": delayed,
-            "expiring": expiring,
-            "state_indexes": {s: v for s, v in zip(STATES, states, strict=True) if v is not None},
-            "runtime_index": by_runtime,
-            "type_index": by_type,
-        }
-    seq, models, total, idem_keys = replies[len(ids) * per_job :]
-    assert total == len(ids), f"index:all holds {total} jobs; the model knows {len(ids)}"
-    prefix = len(k.idem(""))
-    idem = {key[prefix:]: r.get(key) for key in idem_keys}
-    return {"jobs": jobs, "seq": seq, "idem": idem, "models": models}
-
-
-def describe_difference(expected: dict[str, Any], observed: dict[str, Any]) -> str:
-    """The fields where a model's view and Redis differ, one per line."""
-    lines = [
-        f"{name}: model {expected[name]!r}, redis {observed[name]!r}"
-        for name in ("seq", "idem", "models")
-        if expected[name] != observed[name]
-    ]
-    for job_id in sorted(set(expected["jobs"]) | set(observed["jobs"])):
-        want, got = expected["jobs"].get(job_id, {}), observed["jobs"].get(job_id, {})
-        lines += [
-            f"job {job_id} {name}: model {want.get(name)!r}, redis {got.get(name)!r}"
-            for name in sorted(set(want) | set(got))
-            if want.get(name) != got.get(name)
-        ]
-    return "\n".join(lines) or "(Redis matches the model; the replies differ)"
-
-
-# -- running a state machine against Redis and the model --------------------------------
-
-SEEN: Counter[str] = Counter()  # what the runs exercised (transitions by call)
-
-
-@dataclass(frozen=True)
-class Attempt:
-    job_id: str
-    attempt_id: str
-    worker_id: str
-
-
-# What a claim that found nothing adds to the bundle. Whether a claim finds work depends
-# on the clock, and Hypothesis needs the same draws whatever the clock did, so every claim
-# adds one value. Used later, it is an attempt on a job that does not exist: refused too.
-NO_ATTEMPT = Attempt("no-such-job", "nothing-was-claimed", "nobody")
-
-
-class Harness(RuleBasedStateMachine):
-    """What the model check's state machine stands on: a queue on a flushed database, a
-    model, and ``step``, which runs one call and moves the model along with it."""
-
-    def __init__(self, queue: JobQueue) -> None:
-        super().__init__()
-        self.queue = queue
-        queue.redis.flushdb()
-        self.model = Model()
-        self.terminal: dict[str, str] = {}  # job id -> the terminal state Redis first showed
-        self.issued: dict[str, list[Attempt]] = {}  # job id -> its attempts, oldest first
-        # Bumped whenever Redis may have changed (a script ran, or time passed), so the
-        # invariants skip reads that could not show anything new: after a step, ``step``
-        # has already compared Redis with the model and nothing was written since.
-        self.generation = 0
-        self.verified = -1  # the generation whose Redis ``step`` compared with the model
-        self.changed = 0  # the last generation in which a script changed something
-        self.indexes_checked = -1
-        self._jobs: tuple[int, dict[str, dict[str, str]]] = (-1, {})
-        self.log: list[str] = []  # what each call did, for failure messages
-
-    # -- matching the model -----------------------------------------------------------
-
-    def step(self, what: str, call: Callable[[], T], predict: Callable[[Model, int, T], Any]) -> T:
-        """Run ``call`` against Redis, then find a server time ``now`` in the window around
-        it for which ``predict(model_copy, now, reply)`` gives ``(expected, actual)`` replies
-        that agree and leaves the copy equal to what Redis holds; that copy is the model."""
-        self.generation += 1
-        t0 = self.queue.server_time_ms()
-        reply = call()
-        t1 = self.queue.server_time_ms()
-        first: tuple[Any, Any, Model] | None = None
-        observed: dict[str, Any] = {}
-        for now in range(t0, t1 + 1):
-            model = self.model.clone()
-            expected, actual = predict(model, now, reply)
-            if not observed or set(observed["jobs"]) != set(model.jobs):
-                observed = observe(self.queue, model.routes())
-            if expected == actual and model.view() == observed:
-                if model.view() != self.model.view():
-                    self.changed = self.generation
-                self.record(what, model)
-                self.verified = self.generation
-                self.log.append(f"{what} at {now}: {actual!r}")
-                return reply
-            first = first or (expected, actual, model)
-        assert first is not None
-        expected, actual, model = first
-        raise AssertionError(
-            f"{what}: no server time in [{t0}, {t1}] explains the outcome.\n"
-            f"reply {actual!r}; the model's at {t0}: {expected!r}\n"
-            + describe_difference(model.view(), observed)
-            # A failure that depends on the clock may not replay, so Hypothesis may not
-            # shrink it or print its steps: this example's calls so far, to read instead.
-            + "\nthis example's calls so far:\n  "
-            + "\n  ".join(self.log)
-        )
-
-    def record(self, what: str, model: Model) -> None:
-        for job_id, job in model.jobs.items():
-            old = self.model.jobs.get(job_id)
-            if old is None or (old.state, old.events) != (job.state, job.events):
-                SEEN[f"{what}: {old.state if old else 'new'} -> {job.state}"] += 1
-        self.model = model
-
-    def redis_jobs(self) -> dict[str, dict[str, str]]:
-        """Every job hash the model knows of, as Redis holds it now (read once per
-        generation)."""
-        if self._jobs[0] != self.generation:
-            pipe = self.queue.redis.pipeline(transaction=False)
-            ids = sorted(self.model.jobs)
-            for job_id in ids:
-                pipe.hgetall(self.queue.keys.job(job_id))
-            self._jobs = (self.generation, dict(zip(ids, pipe.execute(), strict=True)))
-        return self._jobs[1]
-
-    def fenced(
-        self,
-        what: str,
-        attempt: Attempt,
-        call: Callable[[], T],
-        predict: Callable[[Model, int, T], Any],
-    ) -> tuple[T, bool]:
-        """``step`` for an attempt-scoped call. If Redis says the attempt does not hold
-        the job (stale, or no such job), check that the call changed nothing at all.
-        Returns the reply and whether the attempt held the job."""
-        job = self.queue.get_job(attempt.job_id) or {}
-        held = job.get("state") == "running" and job.get("attempt_id") == attempt.attempt_id
-        before = None if held else snapshot(self.queue, attempt.job_id)
-        reply = self.step(what, call, predict)
-        if before is not None:
-            assert snapshot(self.queue, attempt.job_id) == before, "a stale attempt wrote"
-            SEEN["refused: a stale or unknown attempt"] += 1
-        return reply, held
+    def set_loaded_models(
+        self, now: int, worker_id: str, runtime: str, loaded: Sequence[str], ttl_ms: int
+    ) -> None:
+        """``loaded_models.lua``; ``runtime`` "": forget every model (unregister). The
+        worker's set never expires here (the state machine's lifetimes are long)."""
+        holds = {f"{runtime}:{m}" for m in loaded} if runtime else set()
+        mine = self.worker_models.setdefault(worker_id, set())
+        for name in sorted(mine):
+            if name not in holds and (not runtime or name.startswith(runtime + ":")):
+                self.holders.get(name, {}).pop(worker_id, None)
+                mine.discard(name)
+        for name in holds:
+            live = self.holders.setdefault(name, {})
+            live[worker_id] = now
+            self.holders[name] = {w: t for w, t in live.items() if t >= now - ttl_ms}
+            mine.add(name)

@@ -62,6 +62,11 @@ WORKER_ENV = {
     "BACKOFF_CAP_S": "2",
     "JOB_THREADS": "1",
     "LOG_FORMAT": "text",
+    # An inference batch waits this long for more jobs of its model (tabular's default is
+    # no wait): a burst's jobs are then claimed as batches and held a moment, long enough
+    # for kill9_batch to find one; a lone inference job pays the wait.
+    "MAX_BATCH_WAIT_MS": "500",
+    "MAX_BATCH_SIZE": "8",
 }
 
 

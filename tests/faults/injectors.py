@@ -1,7 +1,11 @@
 """The faults, each injected into a running system at a moment the run's seeded RNG picks:
 signals to real processes and restarts of real servers. Each returns a ``Fault`` that says
 what it hit (so the checks can follow that job's attempt through the ledger), or that it
-found nothing to hit in time (``missed``: not counted as injected)."""
+found nothing to hit in time (``missed``: not counted as injected).
+
+``FAULT_KINDS`` are the faults any run may draw; ``kill9_batch`` (kill -9 of a supervisor
+that holds an inference batch) needs a burst of inference jobs to find its target, so
+only the runs that send one use it (``BATCH_FAULTS``)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from harness import WORKER_ENV, System, WorkerProc, inference_hosts, pid_alive, 
 
 from trainyard.engine import JobQueue
 
-__all__ = ["FAULT_KINDS", "Fault", "Injector"]
+__all__ = ["BATCH_FAULTS", "FAULT_KINDS", "Fault", "Injector"]
 
 FAULT_KINDS = (
     "kill9_supervisor",
@@ -28,6 +32,7 @@ FAULT_KINDS = (
     "restart_backend",
     "sigstop_supervisor",
 )
+BATCH_FAULTS = ("kill9_batch",)
 
 
 @dataclass
@@ -40,6 +45,8 @@ class Fault:
     worker_id: str | None = None
     detail: str = ""
     problems: list[str] = field(default_factory=list)  # what went wrong while injecting
+    # kill9_batch: every (job_id, attempt_id) the killed supervisor held
+    batch: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -133,6 +140,50 @@ class Injector:
         self._replace(target.worker, fault)
         return fault
 
+    def _batches(self) -> list[tuple[WorkerProc, list[tuple[str, str]]]]:
+        """Live, unstopped workers that hold two or more running inference jobs (a batch:
+        claim_batch), each with those jobs' (job_id, attempt_id)."""
+        by_id = {w.worker_id: w for w in self.system.workers if w.alive()}
+        held: dict[str, list[tuple[str, str]]] = {}
+        try:
+            running = self.queue.redis.zrange(self.queue.keys.index_state("running"), 0, -1)
+            jobs = self.queue.get_jobs(str(job_id) for job_id in running)
+        except redis.RedisError:
+            return []
+        for job in jobs:
+            if job.get("state") == "running" and job.get("type") == "inference":
+                held.setdefault(job.get("worker_id", ""), []).append(
+                    (job["id"], job.get("attempt_id", ""))
+                )
+        return [
+            (by_id[worker_id], sorted(pairs))
+            for worker_id, pairs in sorted(held.items())
+            if len(pairs) > 1 and worker_id in by_id and process_state(by_id[worker_id].pid) != "T"
+        ]
+
+    def _kill9_batch(self) -> Fault:
+        """kill -9 of a supervisor while it holds an inference batch (its jobs claimed, the
+        batch filling or running): every job of it must come back through the reaper (or
+        have ended just before) and end exactly once."""
+        deadline = time.monotonic() + self.target_wait_s
+        found = self._batches()
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.02)  # a batch lives for its wait and one model call: look often
+            found = self._batches()
+        if not found:
+            return Fault("kill9_batch", time.monotonic(), missed="no worker held a batch")
+        worker, batch = self.rng.choice(found)
+        hosts = inference_hosts(worker.pid)
+        fault = Fault("kill9_batch", time.monotonic(), job_id=batch[0][0],
+                      attempt_id=batch[0][1], worker_id=worker.worker_id,
+                      detail=f"{len(batch)} jobs", batch=batch)  # fmt: skip
+        worker.process.kill()
+        worker.process.wait()
+        if not _until(lambda: not any(pid_alive(p) for p in hosts), 10):
+            fault.problems.append(f"the killed worker's inference process outlived it: {hosts}")
+        self._replace(worker, fault)
+        return fault
+
     def _kill9_child(self) -> Fault:
         target = self._wait_target(training_only=True, need_child=True)
         if target is None:
@@ -221,7 +272,8 @@ class Injector:
             ran = "while its child ran"
             if self.rng.random() < 0.5:
                 # Frozen until its child ended by itself (its progress report refused, or
-                # its training done): thawed, the supervisor's finish must be refused.
+                # its training done): thawed, the supervisor's finish must be refused (or
+                # not made: a renewal first says the lease is lost).
                 if not _until(lambda: not any(pid_alive(p) for p in target.children), 90):
                     fault.problems.append("the stale child did not end while frozen")
                 ran = "after its child ended"

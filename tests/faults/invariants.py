@@ -17,6 +17,11 @@ fenced write any process made, with its outcome; see ``ledger/sitecustomize.py``
    whose artifact is on disk; no other job registered one.
 8. Outcomes fit the job: a user error fails once and is never retried; a job cancelled
    while queued ends cancelled; a healthy job ends succeeded (or dead after its attempts).
+
+The ledger logs the batch calls (claim_batch, renew_many, finish_many) one line per job,
+as the single calls, so each check holds per job whether it ran alone or in a batch. After
+a kill -9 of a supervisor that held a batch (``kill9_batch``), every job of the batch came
+back through the reaper or had just ended.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = ["Findings", "check_run", "index_problems", "read_ledger", "terminal_s
 
 TERMINAL = {str(s) for s in TERMINAL_STATES}
 WRITES = ("renew", "report", "finish", "release")
+KILLS = ("kill9_supervisor", "kill9_batch")  # faults that SIGKILL a supervisor
 SNAPSHOT_FIELDS = ("state", "finished_at", "result", "error", "error_kind", "model_id",
                    "attempt")  # fmt: skip
 
@@ -109,8 +115,13 @@ def check_run(
 
     faults = list(faults)
     # A supervisor killed by SIGKILL may have had its last write applied without living to
-    # write the ledger line: for those attempts a missing line is not a violation.
-    killed = {f.attempt_id for f in faults if f.kind == "kill9_supervisor" and f.attempt_id}
+    # write the ledger line: for its attempts a missing line is not a violation. All of
+    # them, not only the one the fault aimed at: it may have held a batch.
+    gone = {f.worker_id for f in faults if f.kind in KILLS and f.worker_id and not f.missed}
+    killed = {f.attempt_id for f in faults if f.kind in KILLS and f.attempt_id}
+    killed |= {attempt for f in faults for _, attempt in f.batch}
+    killed |= {r["attempt_id"] for r in ledger if r.get("op") == "claim"
+               and r.get("worker_id") in gone and r.get("attempt_id")}  # fmt: skip
     for plan in plans:
         assert plan.job_id is not None
         _check_job(queue, plan, by_job[plan.job_id], snapshots, models_by_job, model_store,
@@ -312,15 +323,29 @@ def _check_fault(
         found.counts["stale_writes_refused"] += len(stale)
         if not stale:
             found.add(f"{where}: the thawed attempt made no refused write")
-        if "child ended" in fault.detail and not [r for r in stale if r["op"] == "finish"]:
-            found.add(f"{where}: the thawed supervisor's finish was not refused (or not made)")
+        if "child ended" in fault.detail:
+            # The child's result is stale: its finish must be refused, unless the thawed
+            # supervisor renewed first (its renewal was due), learned the lease was lost
+            # and, as it should, made no finish at all. (An applied one: check 5.)
+            made = [r for r in mine if r["op"] == "finish" and float(r["t0"]) > fault.at]
+            refused = {r["op"] for r in stale}
+            if "finish" in refused:
+                found.counts["thawed_finish_refused"] += 1
+            elif "renew" in refused and not made:
+                found.counts["thawed_lease_lost_first"] += 1
+            else:
+                found.add(f"{where}: the thawed supervisor's finish was not refused")
     elif fault.kind == "kill9_supervisor":
-        # The reaper's state event names the lost worker; or the attempt had just ended.
-        lost = [e for e in queue.events(fault.job_id, count=100_000)
-                if f"(worker {fault.worker_id})" in str(e.data.get("reason", ""))]  # fmt: skip
-        job = queue.get_job(fault.job_id) or {}
-        if not lost and not ended and job.get("attempt_id") != fault.attempt_id:
+        if not _reaped_or_ended(queue, fault, fault.job_id, fault.attempt_id, by_job):
             found.add(f"{where}: its job was never reaped")
+    elif fault.kind == "kill9_batch":
+        # Every job of the batch, not only the first: each comes back or had just ended.
+        found.counts["batch_jobs_killed"] += len(fault.batch)
+        if len(fault.batch) < 2:
+            found.add(f"{where}: the killed supervisor held no batch: {fault.batch}")
+        for job_id, attempt_id in fault.batch:
+            if not _reaped_or_ended(queue, fault, job_id, attempt_id, by_job):
+                found.add(f"{fault.label} on {job_id} (of the batch): it was never reaped")
     elif fault.kind == "sigterm_worker":
         if not ended:
             found.add(f"{where}: its job was neither handed back nor finished by the "
@@ -334,3 +359,21 @@ def _check_fault(
         if done and not killed and not by_itself:
             how = [(r["outcome"], r.get("error_kind")) for r in done]
             found.add(f"{where}: finished as {how}, not as killed")
+
+
+def _reaped_or_ended(
+    queue: JobQueue,
+    fault: Fault,
+    job_id: str,
+    attempt_id: str | None,
+    by_job: dict[str, list[dict[str, Any]]],
+) -> bool:
+    """After a supervisor's kill -9: the reaper's state event names the lost worker, or the
+    attempt had ended just before (its applied finish or hand-back), or the job still
+    names the attempt (it ended it, the ledger line lost with the process)."""
+    lost = [e for e in queue.events(job_id, count=100_000)
+            if f"(worker {fault.worker_id})" in str(e.data.get("reason", ""))]  # fmt: skip
+    ended = [r for r in by_job.get(job_id, []) if r.get("attempt_id") == attempt_id
+             and r["op"] in ("finish", "release") and r.get("applied")]  # fmt: skip
+    job = queue.get_job(job_id) or {}
+    return bool(lost or ended) or job.get("attempt_id") == attempt_id

@@ -7,10 +7,11 @@ Needs TRAINYARD_BACKEND_PYTHON, TRAINYARD_WORKER_PYTHON (the sklearn worker) and
 deep-learning runtimes, TRAINYARD_RUNTIME_PYTHONS ("runtime=/path/python,..."), as
 scripts/test.sh exports them; run it with the backend environment's python.
 
-Runs cycle through (runtime, fault kind): every kind on sklearn (each of FAULT_KINDS, and
-"mixed", which draws several at random), and kill -9 of a training child and of a
-supervisor on each deep-learning runtime. Each run uses seed + its index. Prints a table
-per runtime and fault kind, every violation, and exits 1 if there was any.
+Runs cycle through (runtime, fault kind): every kind on sklearn (each of FAULT_KINDS,
+kill9_batch with a burst of inference jobs, and "mixed", which draws several at random),
+and kill -9 of a training child and of a supervisor on each deep-learning runtime. Each
+run uses seed + its index. Prints a table per runtime and fault kind, every violation,
+and exits 1 if there was any.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import Pythons
-from injectors import FAULT_KINDS
+from injectors import BATCH_FAULTS, FAULT_KINDS
 from scenario import DL_FAULTS, RunResult, RunSpec, Session
 
 from trainyard.sample_data import ensure_samples
 
 __all__ = ["main", "plan_runs", "render_table", "run_all"]
 
-KINDS = (*FAULT_KINDS, "mixed")
+KINDS = (*FAULT_KINDS, *BATCH_FAULTS, "mixed")
 COLUMNS = ("runtime", "fault", "runs", "jobs", "faults injected", "missed", "lost",
            "duplicate finishes", "stale writes refused", "refused writes", "reruns",
            "submit retries", "violations", "wall s")  # fmt: skip
@@ -65,8 +66,8 @@ def plan_runs(
         runtime, kind = pairs[i % len(pairs)]
         # A server restart twice per run: SIGTERM, then SIGKILL (they alternate).
         count = 3 if kind == "mixed" else 2 if kind in ("dl", "restart_redis") else 1
-        planned.append((runtime, RunSpec(kind, seed + i, dl_jobs if runtime != "sklearn" else jobs,
-                                         count)))  # fmt: skip
+        size = dl_jobs if runtime != "sklearn" else max(jobs, 12) if kind in BATCH_FAULTS else jobs
+        planned.append((runtime, RunSpec(kind, seed + i, size, count)))
     return planned
 
 

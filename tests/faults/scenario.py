@@ -1,5 +1,7 @@
 """One fault run: a mixed stream of jobs submitted over HTTP while faults strike at random
-moments, then (once every acknowledged job has ended) the invariants.
+moments, then (once every acknowledged job has ended) the invariants. A run with a batch
+fault (``kill9_batch``) sends a burst of inference jobs for one model instead, in waves
+of concurrent requests, so that workers claim them as batches.
 
 A ``Session`` is one system (server, backend, workers of one runtime) that serves several
 runs in a row: starting it (and training the model the inference jobs use) costs more
@@ -20,9 +22,9 @@ from pathlib import Path
 
 import redis
 from harness import WORKER_ENV, Pythons, System
-from injectors import FAULT_KINDS, Fault, Injector
+from injectors import BATCH_FAULTS, FAULT_KINDS, Fault, Injector
 from invariants import Findings, check_run, index_problems, read_ledger, terminal_snapshot
-from workload import Client, JobPlan, base_model_plan, dl_plans, sklearn_plans
+from workload import Client, JobPlan, base_model_plan, burst_plans, dl_plans, sklearn_plans
 
 from trainyard.engine import JobQueue
 from trainyard.types import TERMINAL_STATES
@@ -31,12 +33,15 @@ __all__ = ["RunResult", "RunSpec", "Session"]
 
 TERMINAL = {str(s) for s in TERMINAL_STATES}
 DL_FAULTS = ("kill9_child", "kill9_supervisor")
+BURST_WAVE = 6  # concurrent requests per wave of a burst
+WORKER_EXITS = ("kill9_supervisor", "kill9_batch", "sigterm_worker")  # faults a worker ends by
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    # One of FAULT_KINDS (``faults`` times), "mixed" (``faults`` drawn at random), "dl"
-    # (DL_FAULTS), or kinds joined by "+" (each once, in that order).
+    # One of FAULT_KINDS or BATCH_FAULTS (``faults`` times), "mixed" (``faults`` drawn at
+    # random from FAULT_KINDS), "dl" (DL_FAULTS), or kinds joined by "+" (each once, in
+    # that order). With a batch fault the run sends a burst (``burst_plans``).
     kind: str
     seed: int
     jobs: int
@@ -117,8 +122,13 @@ class Session:
         self._runs += 1
         name = f"{self.system.root.name}-{self._runs}"
         rng = random.Random(spec.seed)
-        plans = (dl_plans(rng, name, self.runtime, spec.jobs) if self.deep
-                 else sklearn_plans(rng, name, spec.jobs, self.base_model))  # fmt: skip
+        burst = not self.deep and any(k in BATCH_FAULTS for k in spec.kind.split("+"))
+        if self.deep:
+            plans = dl_plans(rng, name, self.runtime, spec.jobs)
+        elif burst:
+            plans = burst_plans(rng, name, spec.jobs, self.base_model)
+        else:
+            plans = sklearn_plans(rng, name, spec.jobs, self.base_model)
         kinds = self._fault_kinds(spec, rng)
         injector = Injector(self.system, random.Random(rng.random()), self.lease_s,
                             target_wait_s=120 if self.deep else 20)  # fmt: skip
@@ -128,6 +138,7 @@ class Session:
         faults: list[Fault] = []
         stop_watching = threading.Event()
         snapshots: dict[str, dict[str, str]] = {}
+        watching = threading.Event()  # the first fault is being injected
 
         cancellers: list[threading.Thread] = []
 
@@ -145,18 +156,32 @@ class Session:
                     cancellers.append(_thread(self._canceller(client, plan), errors))
                     cancellers[-1].start()
 
+        def submit_burst() -> None:
+            """Waves of concurrent requests, once the injector looks for a batch."""
+            watching.wait(60)
+            for start in range(0, len(plans), BURST_WAVE):
+                time.sleep(submit_rng.uniform(0.3, 1.0))
+                wave = [_thread(self._submitter(plan, client.stats), errors)
+                        for plan in plans[start : start + BURST_WAVE]]  # fmt: skip
+                for thread in wave:
+                    thread.start()
+                for thread in wave:
+                    thread.join()
+
         def inject_all() -> None:
             time.sleep(fault_rng.uniform(2, 8) if self.deep else fault_rng.uniform(0.3, 2.5))
+            watching.set()
             for kind in kinds:
                 fault = injector.inject(kind)
                 faults.append(fault)
-                if kind in ("kill9_supervisor", "sigterm_worker") and fault.worker_id:
+                if kind in WORKER_EXITS and fault.worker_id:
                     self._expected_exits.add(fault.worker_id)
                 time.sleep(fault_rng.uniform(0.5, 3.0))
 
         watcher = _thread(lambda: self._watch(plans, snapshots, stop_watching), errors)
         watcher.start()
-        threads = [_thread(submit_all, errors), _thread(inject_all, errors)]
+        threads = [_thread(submit_burst if burst else submit_all, errors),
+                   _thread(inject_all, errors)]  # fmt: skip
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -203,6 +228,20 @@ class Session:
         if "+" in spec.kind:
             return spec.kind.split("+")
         return [spec.kind] * spec.faults
+
+    def _submitter(self, plan: JobPlan, stats: dict[str, int]) -> Callable[[], None]:
+        """Submit one plan on a client of its own (a burst's requests run at once)."""
+
+        def submit() -> None:
+            client = Client(self.system.base_url)
+            try:
+                client.submit(plan)
+            finally:
+                client.close()
+                for name, count in client.stats.items():
+                    stats[name] = stats.get(name, 0) + count
+
+        return submit
 
     def _canceller(self, client: Client, plan: JobPlan) -> Callable[[], None]:
         return lambda: self._cancel_when_running(client, plan)

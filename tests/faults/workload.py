@@ -20,6 +20,7 @@ __all__ = [
     "Client",
     "JobPlan",
     "base_model_plan",
+    "burst_plans",
     "dl_plans",
     "sklearn_plans",
 ]
@@ -109,6 +110,21 @@ def sklearn_plans(rng: random.Random, run: str, count: int, model_id: str) -> li
             body.update(framework_override="sklearn", description=f"fault run job {i}")
         endpoint = "/jobs/inference" if kind == "infer" else "/jobs/training"
         plans.append(JobPlan(key, kind, endpoint, body, cancel))
+    return plans
+
+
+def burst_plans(rng: random.Random, run: str, count: int, model_id: str) -> list[JobPlan]:
+    """Inference jobs for one model, sent in waves of concurrent requests (``Session``) so
+    that a worker claims several as one batch (claim_batch) and holds them while the
+    batch fills and runs. In every few, a row with two features where the model takes
+    four: a user error in that job's own slot of the batch, not a failed batch."""
+    plans = []
+    for i in range(count):
+        bad = i % 5 == 3
+        body = {"model_id": model_id, "parameters": {"probability": True},
+                "input_data": "1.0,2.0" if bad else rng.choice([ROWS, ROWS[0]]),
+                "priority": _priority(rng)}  # fmt: skip
+        plans.append(JobPlan(f"{run}-b{i}", "bad" if bad else "infer", "/jobs/inference", body))
     return plans
 
 
