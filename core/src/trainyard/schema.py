@@ -39,6 +39,7 @@ __all__ = [
     "WorkerRecord",
     "job_from_hash",
     "ms_to_datetime",
+    "integral_float",
     "status_from_hash",
 ]
 
@@ -46,6 +47,15 @@ __all__ = [
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 ShortText = Annotated[str, StringConstraints(max_length=256)]
+
+
+def integral_float(value: Any) -> Any:
+    """A before-validator for strict integer fields: JSON Schema (and so the OpenAPI
+    schema) counts 3.0 as an integer, and some JSON encoders write whole floats that way;
+    strict mode alone would refuse it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 MAX_HYPERPARAMETERS = 64
 MAX_BATCH = 1024
@@ -181,14 +191,7 @@ class _JobOptions(BaseModel):
         None, description="submitting the same key again returns the same job"
     )
 
-    @field_validator("max_attempts", mode="before")
-    @classmethod
-    def _integral_float(cls, value: Any) -> Any:
-        # JSON Schema (and so the OpenAPI schema) counts 3.0 as an integer, and some JSON
-        # encoders write whole floats that way; strict mode alone would refuse it.
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        return value
+    _integral_float = field_validator("max_attempts", mode="before")(integral_float)
 
     @field_validator("*", mode="after")
     @classmethod

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trainyard.routing import RUNTIMES
-from trainyard.schema import JobStatus
+from trainyard.schema import JobStatus, integral_float
 from trainyard.types import FailureKind, JobState, JobType
 
 from ..deps import JobIdPath, QueueDep, SettingsDep
@@ -47,6 +47,8 @@ class RedriveAll(BaseModel):
     job_type: JobType | None = None
     error_kind: FailureKind | None = Field(None, description="only jobs whose last error was this")
     limit: int = Field(100, ge=1, le=1000, strict=True, description="redrive at most this many")
+
+    _integral_float = field_validator("limit", mode="before")(integral_float)
 
 
 class Redriven(BaseModel):
