@@ -457,6 +457,14 @@ FINDINGS = [
         body=TRAIN + b', "max_attempts": 1.0}',
         headers=JSON,
     ),
+    Finding(
+        "redrive limit 312.0",
+        "POST",
+        "/dead-letters/redrive",
+        200,
+        body=b'{"limit": 312.0, "runtime": "tensorflow"}',
+        headers=JSON,
+    ),
 ]
 
 
