@@ -37,9 +37,9 @@ __all__ = [
     "TrainingBatchJob",
     "TrainingJobRequest",
     "WorkerRecord",
+    "integral_float",
     "job_from_hash",
     "ms_to_datetime",
-    "integral_float",
     "status_from_hash",
 ]
 
