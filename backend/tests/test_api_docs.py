@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from test_metrics import FAMILIES  # every family /metrics serves, and its type
 
 from trainyard.routing import ModelTypeRoute, RouteError, Runtime, route_training
 from trainyard.schema import (
@@ -343,22 +345,13 @@ def check_sse(text: str) -> None:
             assert set(data) == {"stream", "line"}, record
 
 
-METRIC_LINE = re.compile(r'^(trainyard_\w+)(\{(\w+="[^"]*",?)+\})? \d+$')
-
-
 def check_metrics(text: str) -> None:
-    families = {
-        "trainyard_queue_depth",
-        "trainyard_running_jobs",
-        "trainyard_jobs",
-        "trainyard_live_workers",
-    }
-    for line in text.strip().splitlines():
-        if line.startswith("#"):
-            assert line.split()[2] in families, line
-            continue
-        sample = METRIC_LINE.match(line)
-        assert sample and sample.group(1) in families, line
+    # Parsed as Prometheus parses it; every family is one /metrics serves.
+    parsed = list(text_string_to_metric_families(text))
+    assert parsed, "no metrics"
+    for family in parsed:
+        assert FAMILIES.get(family.name) == family.type, family.name
+        assert family.samples, family.name
 
 
 def test_every_json_block_is_checked() -> None:

@@ -1,4 +1,4 @@
-"""Workers, queues, routing, health and metrics."""
+"""Workers, queues, routing and health (metrics: test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -93,22 +93,3 @@ def test_health_when_redis_is_down(settings: object) -> None:
         resp = c.get("/jobs")
         assert resp.status_code == 503
         assert resp.json()["error"]["code"] == "unavailable"
-
-
-def test_metrics(client: TestClient, queue: JobQueue) -> None:
-    client.post("/jobs/training", json=RF)
-    heartbeat(queue, "w1", "tensorflow")
-    resp = client.get("/metrics")
-    assert resp.status_code == 200
-    assert resp.headers["content-type"].startswith("text/plain")
-    text = resp.text
-    assert "# TYPE trainyard_queue_depth gauge" in text
-    assert 'trainyard_queue_depth{runtime="sklearn",priority="normal"} 1' in text
-    assert 'trainyard_queue_depth{runtime="tensorflow",priority="high"} 0' in text
-    assert 'trainyard_jobs{state="queued"} 1' in text
-    assert 'trainyard_running_jobs{runtime="sklearn"} 0' in text
-    claim = queue.claim("w2", ["sklearn"], 30_000)
-    assert claim is not None
-    assert 'trainyard_running_jobs{runtime="sklearn"} 1' in client.get("/metrics").text
-    assert 'trainyard_live_workers{runtime="tensorflow"} 1' in text
-    assert 'trainyard_live_workers{runtime="sklearn"} 0' in text

@@ -276,10 +276,9 @@ class JobQueue(QueueBatches, QueueReads):
         return self.keys.cancels(worker_id)
 
     def unregister_worker(self, worker_id: str) -> None:
+        """A graceful exit: forget the worker's models and registration (``unregister.lua``
+        also writes its "down" entry to the activity stream)."""
         self._scripts.loaded_models(
             keys=[self.keys.worker_models(worker_id)], args=[worker_id, "", 0]
         )
-        pipe = self._r.pipeline()
-        pipe.delete(self.keys.worker(worker_id), self.keys.wake_worker(worker_id))
-        pipe.zrem(self.keys.workers, worker_id)
-        pipe.execute()
+        self._scripts.unregister(keys=[self.keys.worker(worker_id)], args=[worker_id])

@@ -33,9 +33,21 @@ spelled twice.
 | ``<p>cancels:<worker id>``         | pubsub | channel: ids of that worker's jobs to cancel       |
 | ``<p>models``                      | zset   | model ids; score = registration time (ms)          |
 | ``<p>model:<id>``                  | string | the model record (JSON)                            |
+| ``<p>activity``                    | stream | every job's state changes and progress, and worker |
+|                                    |        | up/down/lost, for dashboards (MAXLEN ~ 10000)      |
+| ``<p>worker_runtimes``             | hash   | worker id -> runtime, while it is registered (so   |
+|                                    |        | a worker reaped as lost still names its runtime)   |
+| ``<p>stats:finished``              | hash   | ``<rt>|<type>|<outcome>|<error kind>`` -> count    |
+| ``<p>stats:retries``               | hash   | ``<rt>|<type>`` -> count                           |
+| ``<p>stats:queue_wait``            | hash   | histogram (see ``trainyard.stats``): fields        |
+|                                    |        | ``<rt>|<type>|<outcome>|<bucket>`` and ``...|sum`` |
+| ``<p>stats:run_time``              | hash   | the same, run time of the last attempt             |
+| ``<p>stats:batch_size``            | hash   | ``<rt>|<bucket>`` and ``<rt>|sum``                 |
 
 ``<rt>:<model>`` is the runtime and the model id joined by ``:`` (runtime names hold no
-``:``). ``cancels:<worker id>`` is a pub/sub channel, not a key; it carries the prefix so
+``:``). The ``stats:*`` hashes are counters the scripts keep for ``/metrics``; their
+label values come from closed sets, so they hold a bounded number of fields.
+``cancels:<worker id>`` is a pub/sub channel, not a key; it carries the prefix so
 that it is namespaced like the keys.
 """
 
@@ -73,6 +85,13 @@ _KEYS: dict[str, str] = {
     "cancels": "cancels:",
     "models": "models",
     "model": "model:",
+    "activity": "activity",
+    "worker_runtimes": "worker_runtimes",
+    "stats_finished": "stats:finished",
+    "stats_retries": "stats:retries",
+    "stats_queue_wait": "stats:queue_wait",
+    "stats_run_time": "stats:run_time",
+    "stats_batch_size": "stats:batch_size",
 }
 
 
@@ -171,6 +190,35 @@ class KeySchema:
     @property
     def models(self) -> str:
         return self._key("models")
+
+    @property
+    def activity(self) -> str:
+        """The global activity stream (state changes, progress, worker up/down/lost)."""
+        return self._key("activity")
+
+    @property
+    def worker_runtimes(self) -> str:
+        return self._key("worker_runtimes")
+
+    @property
+    def stats_finished(self) -> str:
+        return self._key("stats_finished")
+
+    @property
+    def stats_retries(self) -> str:
+        return self._key("stats_retries")
+
+    @property
+    def stats_queue_wait(self) -> str:
+        return self._key("stats_queue_wait")
+
+    @property
+    def stats_run_time(self) -> str:
+        return self._key("stats_run_time")
+
+    @property
+    def stats_batch_size(self) -> str:
+        return self._key("stats_batch_size")
 
     def lua_table(self) -> str:
         """A Lua preamble defining ``K`` with the same key builders, for the scripts."""

@@ -1,5 +1,6 @@
-"""Loads the Lua scripts in ``lua/``: each gets the generated key table and the shared
-helpers prepended, and is registered with redis-py (EVALSHA, falling back to EVAL)."""
+"""Loads the Lua scripts in ``lua/``: each gets the generated key table, the statistics'
+bucket bounds (``trainyard.stats``) and the shared helpers prepended, and is registered
+with redis-py (EVALSHA, falling back to EVAL)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from redis import Redis
 from redis.commands.core import Script
 
 from .keys import KeySchema
+from .stats import stats_lua_table
 
 __all__ = ["SCRIPT_NAMES", "Scripts", "script_source"]
 
@@ -28,6 +30,7 @@ SCRIPT_NAMES = (
     "finish_batch",
     "worker_state",
     "loaded_models",
+    "unregister",
 )
 
 
@@ -36,7 +39,7 @@ def _read(name: str) -> str:
 
 
 def script_source(name: str, keys: KeySchema) -> str:
-    return keys.lua_table() + _read("_common") + "\n" + _read(name)
+    return keys.lua_table() + stats_lua_table() + _read("_common") + "\n" + _read(name)
 
 
 class Scripts:
@@ -59,3 +62,4 @@ class Scripts:
     finish_batch: Script
     worker_state: Script
     loaded_models: Script
+    unregister: Script

@@ -1,10 +1,17 @@
 -- Shared helpers, prepended to every script after the generated key table `K`
--- (see trainyard/keys.py). Not a script of its own.
+-- (see trainyard/keys.py) and the statistics table `STATS` (bucket bounds and the error
+-- kinds counted by name, see trainyard/stats.py). Not a script of its own.
+--
+-- Besides the job's own stream, every state change is written to the global activity
+-- stream K.activity (state_event; fields `kind` and `data`, MAXLEN ~ 10000), and every
+-- end of a job (a terminal state) and every retry is counted in the K.stats_* hashes
+-- (count_end, count_retry, count_batches), which trainyard.stats reads for /metrics.
 --
 -- Job state index invariant: a job id is in exactly one `index:state:<state>` zset,
 -- the one named by its hash's `state` field; every transition goes through move_state.
 
 local EVENTS_MAXLEN = 10000
+local ACTIVITY_MAXLEN = 10000
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -113,20 +120,94 @@ local function load_job(id, ...)
   return job
 end
 
-local function state_event(id, state, extra)
+-- An entry of the global activity stream: `kind` (state | progress | worker) and `data`
+-- (a table, written as JSON).
+local function activity(kind, data)
+  redis.call('XADD', K.activity, 'MAXLEN', '~', ACTIVITY_MAXLEN, '*',
+             'kind', kind, 'data', cjson.encode(data))
+end
+
+-- A state change: the job's 'state' event and its activity entry. `job` (optional): a
+-- table holding the job's `runtime` and `type` when the caller has them; otherwise one
+-- HMGET reads them.
+local function state_event(id, state, extra, job)
   local data = extra or {}
   data['state'] = state
   emit(id, 'state', cjson.encode(data))
+  local runtime, job_type
+  if job and job.runtime and job.type then
+    runtime, job_type = job.runtime, job.type
+  else
+    local values = redis.call('HMGET', K.job(id), 'runtime', 'type')
+    runtime, job_type = values[1], values[2]
+  end
+  activity('state', {job_id = id, state = state, runtime = runtime or '',
+                     job_type = job_type or ''})
+end
+
+-- Statistics (K.stats_*, read by trainyard.stats). A histogram field counts the values
+-- in one bucket (`<labels>|<i>`: i the first bound the value is at or under, #bounds + 1
+-- above them all), `<labels>|sum` their sum.
+local function observe(key, labels, bounds, value)
+  local slot = #bounds + 1
+  for i = 1, #bounds do
+    if value <= bounds[i] then
+      slot = i
+      break
+    end
+  end
+  redis.call('HINCRBY', key, labels .. '|' .. slot, 1)
+  redis.call('HINCRBY', key, labels .. '|sum', value)
+end
+
+-- Count the end of a job (it entered the terminal state `outcome`, leaving `from`).
+-- `job` needs runtime, type, ready_at and started_at. The histograms describe the attempt
+-- that ended it: queue wait from its last entry into a ready queue (ready_at) to its
+-- start, run time from its start to `now`. A job ended while queued waited until its end
+-- (no run time); one ended while retrying (cancelled in its backoff) adds to neither.
+local function count_end(job, from, outcome, err_kind, now)
+  local kind = err_kind or ''
+  if outcome == 'succeeded' then
+    kind = ''
+  elseif kind ~= '' and not STATS.error_kinds[kind] then
+    kind = 'other'  -- closed label set: a bounded number of fields
+  end
+  local labels = (job.runtime or '') .. '|' .. (job.type or '') .. '|' .. outcome
+  redis.call('HINCRBY', K.stats_finished, labels .. '|' .. kind, 1)
+  local ready_at, started_at = tonumber(job.ready_at or ''), tonumber(job.started_at or '')
+  if from == 'running' and ready_at and started_at then
+    observe(K.stats_queue_wait, labels, STATS.wait_ms, math.max(started_at - ready_at, 0))
+    observe(K.stats_run_time, labels, STATS.run_ms, math.max(now - started_at, 0))
+  elseif from == 'queued' and ready_at then
+    observe(K.stats_queue_wait, labels, STATS.wait_ms, math.max(now - ready_at, 0))
+  end
+end
+
+-- Count a retry (a failed attempt that will run again). `job` needs runtime and type.
+local function count_retry(job)
+  redis.call('HINCRBY', K.stats_retries, (job.runtime or '') .. '|' .. (job.type or ''), 1)
+end
+
+-- Inference attempts ended by this script call (retries included), per runtime
+-- (finish_attempt adds to it): a batch's jobs are finished in one call, so
+-- count_batches observes each runtime's number as one batch size.
+local ended_inference = {}
+local function count_batches()
+  for runtime, n in pairs(ended_inference) do
+    observe(K.stats_batch_size, runtime, STATS.batch, n)
+  end
+  ended_inference = {}
 end
 
 -- A job that never started within its queue_ttl_s fails as "expired" (the caller has
--- taken it out of its ready queues).
-local function expire(id, seq, now)
+-- taken it out of its ready queues). `job` needs seq, runtime, type and ready_at.
+local function expire(id, job, now)
   redis.call('ZREM', K.expiring, id)
   redis.call('HSET', K.job(id), 'finished_at', now, 'error_kind', 'expired',
              'error', 'expired: waited in the queue past its queue_ttl_s without starting')
-  move_state(id, seq, 'queued', 'failed')
-  state_event(id, 'failed', {reason = 'expired'})
+  move_state(id, job.seq, 'queued', 'failed')
+  state_event(id, 'failed', {reason = 'expired'}, job)
+  count_end(job, 'queued', 'failed', 'expired', now)
 end
 
 -- Create a queued job: its hash (the submission's own `fields`, then the lifecycle
@@ -180,7 +261,7 @@ local function create_job(id, runtime, job_type, rank, idem_key, idem_ttl, queue
   if idem_key ~= '' then
     redis.call('SET', K.idem(idem_key), id, 'EX', idem_ttl)
   end
-  state_event(id, 'queued', {})
+  state_event(id, 'queued', {}, {runtime = runtime, type = job_type})
 end
 
 -- Take a job id found in the ready zset `found_in`: out of its ready queues, then, if it
@@ -193,12 +274,13 @@ end
 -- set can expire, as in reap. Not a retry, nor a job a worker handed back (release gives
 -- the attempt back, so its count may be 0 again, but it did start).
 local function take_ready(id, found_in, worker_id, attempt_id, lease_ms, now)
-  local job = load_job(id, 'state', 'runtime', 'seq', 'attempt', 'type', 'model_id')
+  local job = load_job(id, 'state', 'runtime', 'seq', 'attempt', 'type', 'model_id',
+                       'ready_at')
   ready_remove(id, job, found_in)
   if job.state ~= 'queued' then return nil end
   local expires_at = redis.call('ZSCORE', K.expiring, id)
   if expires_at and now >= tonumber(expires_at) then
-    expire(id, job.seq, now)
+    expire(id, job, now)
     return nil
   end
   local attempt = tonumber(job.attempt) + 1
@@ -209,7 +291,7 @@ local function take_ready(id, found_in, worker_id, attempt_id, lease_ms, now)
   move_state(id, job.seq, 'queued', 'running')
   redis.call('ZREM', K.expiring, id)
   redis.call('ZADD', K.leases, lease_until, id)
-  state_event(id, 'running', {attempt = attempt, worker_id = worker_id})
+  state_event(id, 'running', {attempt = attempt, worker_id = worker_id}, job)
   return redis.call('HGETALL', K.job(id))
 end
 
@@ -229,7 +311,7 @@ end
 local function finish_attempt(key, id, attempt_id, outcome, result, err, err_kind,
                               retry_delay, model_id, model_json, now)
   local job = load_job(id, 'state', 'attempt_id', 'attempt', 'max_attempts', 'seq',
-                       'cancel_requested')
+                       'cancel_requested', 'runtime', 'type', 'ready_at', 'started_at')
   if job.state ~= 'running' or job.attempt_id ~= attempt_id then
     return {0, job.state or 'missing'}
   end
@@ -239,6 +321,9 @@ local function finish_attempt(key, id, attempt_id, outcome, result, err, err_kin
 
   redis.call('ZREM', K.leases, id)
   redis.call('HSET', key, 'error', err, 'error_kind', err_kind, 'lease_until', 0)
+  if job.type == 'inference' then
+    ended_inference[job.runtime] = (ended_inference[job.runtime] or 0) + 1
+  end
 
   if outcome == 'retry' then
     if tonumber(job.attempt) < tonumber(job.max_attempts) then
@@ -246,7 +331,9 @@ local function finish_attempt(key, id, attempt_id, outcome, result, err, err_kin
       redis.call('HSET', key, 'retry_at', retry_at)
       redis.call('ZADD', K.delayed, retry_at, id)
       move_state(id, job.seq, 'running', 'retrying')
-      state_event(id, 'retrying', {error = err, error_kind = err_kind, retry_at = retry_at})
+      state_event(id, 'retrying', {error = err, error_kind = err_kind, retry_at = retry_at},
+                  job)
+      count_retry(job)
       return {1, 'retrying'}
     end
     outcome = 'dead'
@@ -260,6 +347,7 @@ local function finish_attempt(key, id, attempt_id, outcome, result, err, err_kin
     redis.call('HSET', key, 'model_id', model_id)
   end
   move_state(id, job.seq, 'running', outcome)
-  state_event(id, outcome, {error = err, error_kind = err_kind})
+  state_event(id, outcome, {error = err, error_kind = err_kind}, job)
+  count_end(job, 'running', outcome, err_kind, now)
   return {1, outcome}
 end

@@ -19,7 +19,9 @@
 -- Also    when a job is claimed and the worker is registered (K.worker(worker id)
 --          exists), its hash gets state = busy and current_job = the job id, as
 --          worker_state.lua writes them (never a partial hash when it is not registered):
---          the worker needs no busy write of its own per job.
+--          the worker needs no busy write of its own per job. Each state change also
+--          goes to K.activity; a job expired on the way is counted as ended
+--          (K.stats_finished, K.stats_queue_wait; trainyard.stats).
 --
 -- Best job: lowest ready score (priority, then FIFO) over all the runtimes, among the
 -- eligible ones. Without affinity every job is eligible. With affinity an inference job
@@ -48,7 +50,7 @@ for _, id in ipairs(due) do
   if job.state == 'retrying' then
     move_state(id, job.seq, 'retrying', 'queued')
     requeue(id, job, now)
-    state_event(id, 'queued', {reason = 'retry due'})
+    state_event(id, 'queued', {reason = 'retry due'}, job)
   end
 end
 

@@ -17,6 +17,7 @@
 -- Also    when at least one job is claimed and the worker is registered (K.worker(worker
 --          id) exists), its hash gets state = busy and current_job = the FIRST job claimed
 --          here, as claim.lua does (never a partial hash when it is not registered).
+--          State changes go to K.activity and expired jobs are counted, as in claim.lua.
 
 local worker_id, lease_ms = ARGV[1], tonumber(ARGV[2])
 local model_key = K.ready_model(ARGV[3] .. ':' .. ARGV[4])

@@ -11,6 +11,7 @@
 -- ARGV[8]  JSON object of further string fields for the job hash
 -- Returns  {1, job_id} when created; {0, existing_job_id} when the idempotency key
 --          already names a job that still exists.
+-- Also    created: a 'state' entry (queued) in K.activity.
 
 -- Many at once: enqueue_batch.lua (the same job, through the same create_job).
 

@@ -15,6 +15,7 @@
 --          object of further string fields
 -- Returns  one {created, job_id} per submission, in order, as enqueue.lua answers:
 --          {1, job_id} created; {0, existing_job_id} named by its idempotency key.
+-- Also    one 'state' entry (queued) in K.activity per created job (one XADD each).
 
 local n = #KEYS
 local out = {}

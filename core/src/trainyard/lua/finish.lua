@@ -16,8 +16,13 @@
 -- ARGV[9]  model record JSON ("" for none)
 -- Returns  {1, new_state} when applied; {0, current_state} when refused because this
 --          attempt no longer holds the job (stale attempt, cancelled, reaped, missing).
+-- Also    K.activity: a 'state' entry. Counted (trainyard.stats): a retry in
+--          K.stats_retries; an end in K.stats_finished, K.stats_queue_wait and
+--          K.stats_run_time; an inference job as a batch of 1 in K.stats_batch_size.
 
 -- The logic is _common.lua's finish_attempt, shared with finish_batch.lua.
 
-return finish_attempt(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
-                      tonumber(ARGV[7]), ARGV[8], ARGV[9], now_ms())
+local out = finish_attempt(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+                           tonumber(ARGV[7]), ARGV[8], ARGV[9], now_ms())
+count_batches()
+return out

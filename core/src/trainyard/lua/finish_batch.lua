@@ -9,6 +9,9 @@
 --          model id to register, model record JSON
 -- Returns  one {applied, state} per item, in order: {1, new_state} applied;
 --          {0, current_state} refused (as finish.lua).
+-- Also    as finish.lua per item; and the inference items applied, per runtime, are one
+--          observation of the batch size (K.stats_batch_size: a batch's results are
+--          finished in one call).
 
 local out = {}
 local now = now_ms()
@@ -18,4 +21,5 @@ for i = 1, #KEYS do
                           ARGV[a + 5], ARGV[a + 6], tonumber(ARGV[a + 7]), ARGV[a + 8],
                           ARGV[a + 9], now)
 end
+count_batches()
 return out

@@ -14,6 +14,9 @@
 --
 -- Returns  a flat list {job_id, new_state, ...} of the jobs reaped or expired; empty when
 --          another call scanned within the interval (gated: nothing was looked at).
+-- Also    a 'state' entry in K.activity per job; counted (trainyard.stats): a requeued
+--          job as a retry (K.stats_retries), a job ended (dead, cancelled, expired) in
+--          K.stats_finished, K.stats_queue_wait and K.stats_run_time.
 
 local limit, every_ms = tonumber(ARGV[1]), tonumber(ARGV[2] or '0')
 if every_ms > 0 and not redis.call('SET', K.reaper_lock, '1', 'NX', 'PX', every_ms) then
@@ -25,7 +28,7 @@ local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, li
 for _, id in ipairs(expired) do
   local job = load_job(id, 'state', 'lease_until', 'attempt', 'max_attempts', 'runtime',
                        'rank', 'seq', 'stalls', 'cancel_requested', 'worker_id', 'type',
-                       'model_id')
+                       'model_id', 'ready_at', 'started_at')
   if job.state ~= 'running' then
     redis.call('ZREM', KEYS[1], id)
   elseif tonumber(job.lease_until) <= now then
@@ -46,20 +49,24 @@ for _, id in ipairs(expired) do
     move_state(id, job.seq, 'running', new_state)
     if new_state == 'queued' then
       requeue(id, job, now)
+      count_retry(job)
     else
       redis.call('HSET', K.job(id), 'finished_at', now)
+      count_end(job, 'running', new_state, new_state == 'cancelled' and 'cancelled' or 'lost',
+                now)
     end
-    state_event(id, new_state, {reason = lost})
+    state_event(id, new_state, {reason = lost}, job)
     table.insert(out, id)
     table.insert(out, new_state)
   end
 end
 local due = redis.call('ZRANGEBYSCORE', K.expiring, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(due) do
-  local job = load_job(id, 'state', 'attempt', 'runtime', 'seq', 'type', 'model_id')
+  local job = load_job(id, 'state', 'attempt', 'runtime', 'seq', 'type', 'model_id',
+                       'ready_at')
   if job.state == 'queued' and tonumber(job.attempt) == 0 then
     ready_remove(id, job)
-    expire(id, job.seq, now)
+    expire(id, job, now)
     table.insert(out, id)
     table.insert(out, 'failed')
   else

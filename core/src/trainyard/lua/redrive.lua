@@ -11,6 +11,8 @@
 -- ARGV[3]  reason, recorded in both jobs' event streams
 -- Returns  {1, new_job_id} redriven now; {2, new_job_id} already redriven to that job;
 --          {0, state} not dead (nothing changed); {-1, "missing"} no such job.
+-- Also    the new job's 'queued' entry in K.activity (a new job: nothing is counted in
+--          K.stats_*; the dead job stays counted as dead).
 
 local old_id, new_id, reason = ARGV[1], ARGV[2], ARGV[3]
 local old = redis.call('HGETALL', KEYS[1])
@@ -46,7 +48,8 @@ local now = now_ms()
 -- No queue TTL and no idempotency key: the operator asked for this run explicitly.
 insert_job(new_id, fields, job.runtime, job.type, job.rank, 0, '', now)
 wake(job.runtime)
-state_event(new_id, 'queued', {redriven_from = old_id, reason = reason})
+state_event(new_id, 'queued', {redriven_from = old_id, reason = reason},
+            {runtime = job.runtime, type = job.type})
 redis.call('HSET', KEYS[1], 'redriven_to', new_id)
 emit(old_id, 'redriven', cjson.encode({redriven_to = new_id, reason = reason}))
 return {1, new_id}
