@@ -173,8 +173,8 @@ class TrainyardSubmitter:
 
     def round_trip(self) -> None:
         """Submit one job and wait for its result the way the backend's ``?wait=`` does
-        (``trainyard_api.service.wait_for_terminal``): read the job, then block on its
-        event stream from the start, re-reading the job at each state event."""
+        (``AsyncQueue.wait_for_terminal``, here with the sync client): read the job, then
+        block on its event stream from the start, re-reading the job at each state event."""
         job_id, _ = self.q.enqueue(job_type=JobType.TRAINING, runtime=RUNTIME, request=REQUEST)
         job = self.q.get_job(job_id) or {}
         last = "0"

@@ -13,13 +13,26 @@ from fastapi.openapi.utils import get_openapi
 
 from trainyard.connection import connect
 from trainyard.engine import JobQueue
+from trainyard.engine_async import AsyncQueue
 from trainyard.keys import KeySchema
 
 from .auth import OPEN_PATHS, ApiKeyAuth, KeyRing
 from .config import Settings
 from .errors import error_responses, install_error_handlers
 from .limits import BodySizeLimit
-from .routes import batch, dead_letters, events, health, jobs, metrics, models, queues, workers
+from .routes import (
+    activity,
+    batch,
+    dead_letters,
+    events,
+    health,
+    jobs,
+    metrics,
+    models,
+    queues,
+    ui,
+    workers,
+)
 
 __all__ = ["app", "create_app"]
 
@@ -31,6 +44,8 @@ run them.
 * Submit with `POST /jobs/training` or `POST /jobs/inference`; the answer (202) carries the
   job id. Follow it with `GET /jobs/{job_id}/status`, or live with `GET /jobs/{job_id}/events`;
   or add `?wait=SECONDS` to get the final status in the answer (200) when the job ends in time.
+* `GET /events` streams everything that happens (every job's state changes and progress,
+  workers up and down) for dashboards.
 * `POST /jobs/batch` submits up to 1000 jobs at once and answers 200 with one result per
   job (its status, or why it alone was refused).
 * A job no live worker can run is accepted; its `waiting_reason` says why it waits. A job no
@@ -58,16 +73,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Event streams and ?wait= block a thread each while they wait on Redis.
+        # Threads serve the sync routes only: event streams and ?wait= wait on the event
+        # loop (the asyncio client and one shared stream reader), holding no thread.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
-        # The client connects lazily: the API starts (and /health says 503) while Redis
+        # The clients connect lazily: the API starts (and /health says 503) while Redis
         # is down, and recovers when it comes back.
+        keys = KeySchema(settings.trainyard_namespace)
         redis = connect(settings.redis_url)
-        app.state.queue = JobQueue(redis, KeySchema(settings.trainyard_namespace))
+        app.state.queue = JobQueue(redis, keys)
+        async_queue = AsyncQueue.from_url(
+            settings.redis_url, keys, block_ms=int(settings.sse_keepalive_s * 1000)
+        )
+        async_queue.start()
+        app.state.async_queue = async_queue
         try:
             yield
         finally:
-            app.state.queue = None
+            app.state.queue = app.state.async_queue = None
+            await async_queue.close()
             redis.close()
 
     app = FastAPI(
@@ -78,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.queue = None
+    app.state.queue = app.state.async_queue = None
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     keys = KeyRing(k.get_secret_value() for k in settings.api_keys)
@@ -87,8 +110,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ApiKeyAuth, keys=keys)
     # batch before jobs: for a method /jobs/batch lacks, Starlette answers 405 with the Allow
     # of the first route whose path matches, and /jobs/{job_id} (GET) matches it too.
-    for module in (batch, jobs, events, dead_letters, models, workers, queues, health, metrics):
+    routers = (batch, jobs, events, activity, dead_letters, models, workers, queues, health)
+    for module in (*routers, metrics):
         app.include_router(module.router)
+    ui.install(app)  # the dashboard (/ui/) and / leading there; not in the schema
     if keys:
         app.openapi = lambda: _openapi_with_keys(app)  # type: ignore[method-assign]
     return app

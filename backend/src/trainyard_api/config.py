@@ -69,8 +69,8 @@ class Settings(BaseSettings):
         100,
         ge=4,
         le=10_000,
-        description="threads for sync routes; each open event stream or ?wait= holds one while "
-        "it blocks on Redis (AnyIO's default is 40)",
+        description="threads for sync routes (AnyIO's default is 40); event streams and "
+        "?wait= hold none while they wait (they use the asyncio client and one shared reader)",
     )
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -44,7 +43,6 @@ __all__ = [
     "to_model",
     "to_worker",
     "training_submission",
-    "wait_for_terminal",
 ]
 
 ModelLookup = Callable[[str], dict[str, Any] | None]
@@ -104,34 +102,6 @@ def job_page(
     return queue.list_jobs(
         state=state, runtime=runtime, job_type=job_type, cursor=cursor, limit=limit
     )
-
-
-def wait_for_terminal(
-    queue: JobQueue, job_id: str, timeout_s: float, chunk_s: float
-) -> dict[str, str]:
-    """Block until the job is terminal or ``timeout_s`` passed; return its hash then.
-
-    Reads the job's event stream from its start, so a state change between the first
-    look and the first read cannot be missed. Each read is an ``XREAD BLOCK``, which
-    returns the moment the script that ends the job adds its state event (the hash and
-    the event change in one script, so the hash read then is final); ``chunk_s`` (below
-    the Redis socket timeout) only bounds one read, it is no polling interval."""
-    deadline = time.monotonic() + timeout_s
-    job = queue.get_job(job_id) or {}
-    last = "0"
-    while job.get("state") not in _TERMINAL:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        # block_ms=0 would mean "forever" to XREAD: keep it at least 1 ms.
-        events = queue.events(
-            job_id, after=last, block_ms=max(1, int(min(remaining, chunk_s) * 1000))
-        )
-        if events:
-            last = events[-1].id
-            if any(e.kind == "state" for e in events):
-                job = queue.get_job(job_id) or job
-    return job
 
 
 def _data_path_error(settings: Settings, data_path: str) -> str | None:

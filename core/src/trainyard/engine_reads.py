@@ -9,7 +9,7 @@ from typing import Any
 
 from redis import Redis
 
-from .engine_types import Event, JobPage
+from .engine_types import Event, JobPage, events_from_entries
 from .keys import KeySchema
 from .routing import RUNTIMES
 from .types import JobState
@@ -106,9 +106,7 @@ class QueueReads:
         else:
             reply = self._r.xread({key: after}, count=count, block=block_ms)
             entries = reply[0][1] if reply else []
-        return [
-            Event(eid, f.get("kind", ""), json.loads(f.get("data") or "{}")) for eid, f in entries
-        ]
+        return events_from_entries(entries)
 
     def queue_depths(self) -> dict[str, dict[str, int]]:
         """Queued jobs per runtime, by priority and in total."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ __all__ = [
     "CancelOutcome",
     "Claim",
     "ClaimResult",
+    "Entry",
     "Event",
     "FinishItem",
     "FinishOutcome",
@@ -27,6 +29,7 @@ __all__ = [
     "ScriptCall",
     "Submission",
     "backoff_ms",
+    "events_from_entries",
     "new_job_id",
 ]
 
@@ -123,6 +126,14 @@ class Event:
     id: str  # the stream entry id; resumable with Last-Event-ID
     kind: str  # state | progress | log | cancel_requested
     data: dict[str, Any]
+
+
+Entry = tuple[str, dict[str, str]]  # a stream entry (XRANGE/XREAD): id, fields
+
+
+def events_from_entries(entries: Iterable[Entry]) -> list[Event]:
+    """Stream entries as events: ``kind`` and JSON ``data``."""
+    return [Event(eid, f.get("kind", ""), json.loads(f.get("data") or "{}")) for eid, f in entries]
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,9 @@ def run_up(cfg: UpConfig) -> int:
     try:
         backend = subprocess.Popen(
             [str(cfg.backend_python), "-m", "uvicorn", "src.main:app", "--host", cfg.host,
-             "--port", str(cfg.port)],
+             "--port", str(cfg.port),
+             # Open event streams (dashboard tabs) would hold a graceful stop forever.
+             "--timeout-graceful-shutdown", "10"],
             cwd=cfg.repo_root / "backend", env=env,
         )  # fmt: skip
         procs.append(("backend", backend))

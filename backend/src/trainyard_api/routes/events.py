@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -11,14 +11,15 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
-from trainyard.engine import Event, JobQueue
+from trainyard.engine import Event
+from trainyard.engine_async import AsyncQueue
 from trainyard.types import TERMINAL_STATES
 
-from ..deps import JobDep, QueueDep, SettingsDep
+from ..deps import AsyncJobDep, AsyncQueueDep, JobDep, QueueDep, SettingsDep
 from ..errors import error_responses
 from ..service import absent_not_null
 
-__all__ = ["EVENT_SCHEMA", "LogLine", "Logs", "router"]
+__all__ = ["EVENT_SCHEMA", "SSE_HEADERS", "STREAM_ID", "LogLine", "Logs", "router", "sse"]
 
 router = APIRouter(tags=["jobs"])
 
@@ -50,7 +51,11 @@ EVENT_SCHEMA: dict[str, Any] = {
 _TERMINAL = {s.value for s in TERMINAL_STATES}
 
 
-def _sse(event: Event) -> str:
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def sse(event: Event) -> str:
+    """One SSE record: ``id``, ``event`` (the kind), ``data`` (compact JSON)."""
     data = json.dumps(event.data, separators=(",", ":"))
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n"
 
@@ -59,30 +64,39 @@ def _is_end(event: Event) -> bool:
     return event.kind == "state" and event.data.get("state") in _TERMINAL
 
 
-def _stream(queue: JobQueue, job_id: str, after: str, block_s: float) -> Iterator[str]:
+async def _stream(
+    queue: AsyncQueue, job_id: str, after: str, keepalive_s: float
+) -> AsyncIterator[str]:
     """Replay what is stored after ``after``, then follow live until the job ends.
 
-    A sync generator: Starlette iterates it in a worker thread, so the blocking XREAD
-    does not stall the event loop. Each read blocks at most ``block_s``; an idle read
-    sends a comment so proxies keep the connection open, and re-checks the job so a
-    stream resumed after the final event still ends."""
-    last = after
+    An async generator on the process's shared stream reader (``StreamHub``): an open
+    stream holds no thread and no Redis connection while it waits. An idle wait of
+    ``keepalive_s`` sends a comment so proxies keep the connection open; the first one
+    re-checks the job so a stream resumed after the final event still ends."""
     yield "retry: 2000\n\n"
-    while True:
-        events = queue.events(job_id, after=last, count=500, block_ms=max(1, int(block_s * 1000)))
-        for event in events:
-            last = event.id
-            yield _sse(event)
-            if _is_end(event):
-                return
-        if not events:
-            job = queue.get_job(job_id)
-            if job is None or job.get("state") in _TERMINAL:
-                # Drain anything written between the read and the look, then stop.
-                for event in queue.events(job_id, after=last, count=10_000):
-                    yield _sse(event)
-                return
-            yield ": keepalive\n\n"
+    follower = queue.hub.follow(queue.keys.events(job_id), after)
+    idle = 0
+    try:
+        while True:
+            events = await queue.hub.read(follower, keepalive_s)
+            for event in events:
+                yield sse(event)
+                if _is_end(event):
+                    return
+            if not events:
+                idle += 1
+                # The final event comes through the hub; the look at the job is for a
+                # stream resumed past it (or a job deleted meanwhile): at the first idle
+                # wait, then every twelfth, so 1,000 quiet streams cost no read storm.
+                job = await queue.get_job(job_id) if idle % 12 == 1 else {}
+                if job is None or job.get("state") in _TERMINAL:
+                    # Drain anything written between the read and the look, then stop.
+                    for event in await queue.events(job_id, after=follower.last, count=10_000):
+                        yield sse(event)
+                    return
+                yield ": keepalive\n\n"
+    finally:
+        queue.hub.unfollow(follower)
 
 
 @router.get(
@@ -99,9 +113,9 @@ def _stream(queue: JobQueue, job_id: str, after: str, block_s: float) -> Iterato
     },
     summary="Follow a job's events (Server-Sent Events)",
 )
-def job_events(
-    job: JobDep,
-    queue: QueueDep,
+async def job_events(
+    job: AsyncJobDep,
+    queue: AsyncQueueDep,
     settings: SettingsDep,
     after: Annotated[
         str | None, Query(pattern=STREAM_ID, description="resume after this event id")
@@ -115,7 +129,7 @@ def job_events(
     return StreamingResponse(
         _stream(queue, job["id"], start, settings.sse_keepalive_s),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=SSE_HEADERS,
     )
 
 

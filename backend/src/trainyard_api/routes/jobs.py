@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from trainyard.engine import JobQueue, Submission
+from trainyard.engine_async import AsyncQueue
 from trainyard.routing import RUNTIMES
 from trainyard.schema import (
     ID_PATTERN,
@@ -19,7 +23,7 @@ from trainyard.schema import (
 from trainyard.types import TERMINAL_STATES, JobState, JobType
 
 from ..config import Settings
-from ..deps import JobDep, JobIdPath, QueueDep, SettingsDep
+from ..deps import AsyncQueueDep, JobDep, JobIdPath, QueueDep, SettingsDep
 from ..errors import ApiError, error_responses
 from ..examples import INFERENCE_EXAMPLES, TRAINING_EXAMPLES
 from ..service import (
@@ -32,7 +36,6 @@ from ..service import (
     job_status,
     live_runtimes,
     training_submission,
-    wait_for_terminal,
 )
 
 __all__ = ["JobList", "RuntimeQuery", "WaitQuery", "router"]
@@ -79,29 +82,39 @@ def _idempotency_key(body_key: str | None, header_key: str | None) -> str | None
     return body_key or header_key
 
 
-def _answer(
+async def _answer(
     queue: JobQueue,
+    async_queue: AsyncQueue,
     settings: Settings,
     response: Response,
-    submission: Submission,
+    check: Callable[[], Submission],
     wait: float,
 ) -> JobStatus:
-    """Enqueue a checked submission and answer with the job's status: at once, or, with
-    ``wait`` > 0, when the job ends (200) or after ``wait`` seconds (202, current status)."""
-    job_id, created = enqueue_one(queue, submission)
+    """Check and enqueue a submission and answer with the job's status: at once, or, with
+    ``wait`` > 0, when the job ends (200) or after ``wait`` seconds (202, current status).
+
+    The sync work (checks, the enqueue script) runs in the threadpool for the moment it
+    takes; the wait itself is on the event loop (``AsyncQueue.wait_for_terminal``), so a
+    waiting request holds no thread."""
+
+    def submit() -> tuple[str, bool, dict[str, str] | None, set[str]]:
+        job_id, created = enqueue_one(queue, check())
+        job = None if wait > 0 else queue.get_job(job_id)
+        return job_id, created, job, live_runtimes(queue, settings)
+
+    job_id, created, job, runtimes = await run_in_threadpool(submit)
     # 202: accepted for later; 200: an idempotent replay of a job that already exists.
     response.status_code = 202 if created else 200
     response.headers["Location"] = f"/jobs/{job_id}"
-    job = (
-        wait_for_terminal(queue, job_id, wait, settings.sse_keepalive_s)
-        if wait > 0
-        else queue.get_job(job_id)
-    )
+    if wait > 0:
+        job = await async_queue.wait_for_terminal(job_id, wait)
+        if job and job.get("state") in _TERMINAL:
+            response.status_code = 200
+        elif job:  # still waiting: why, as of now (the live workers may have changed)
+            runtimes = await run_in_threadpool(live_runtimes, queue, settings)
     if not job:  # deleted between enqueue and read: not expected, but say so plainly
         raise ApiError(404, f"no job {job_id!r}", field="job_id")
-    if wait > 0 and job.get("state") in _TERMINAL:
-        response.status_code = 200
-    return job_status(job, live_runtimes(queue, settings))
+    return job_status(job, runtimes)
 
 
 def _check_wait(wait: float, settings: Settings) -> None:
@@ -139,9 +152,10 @@ _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_SUBMIT_RESPONSES,
     summary="Submit a training job",
 )
-def submit_training(
+async def submit_training(
     body: Annotated[TrainingJobRequest, Body(openapi_examples=TRAINING_EXAMPLES)],
     queue: QueueDep,
+    async_queue: AsyncQueueDep,
     settings: SettingsDep,
     response: Response,
     wait: WaitQuery = 0,
@@ -153,8 +167,9 @@ def submit_training(
     (202, current status)."""
     _check_wait(wait, settings)
     key = _idempotency_key(body.idempotency_key, idempotency_key)
-    submission = training_submission(body, key, SubmitChecks.for_single(queue, settings))
-    return _answer(queue, settings, response, submission, wait)
+    checks = SubmitChecks.for_single(queue, settings)
+    check = functools.partial(training_submission, body, key, checks)
+    return await _answer(queue, async_queue, settings, response, check, wait)
 
 
 @router.post(
@@ -164,9 +179,10 @@ def submit_training(
     responses={**_SUBMIT_RESPONSES, **error_responses(409)},
     summary="Submit an inference job",
 )
-def submit_inference(
+async def submit_inference(
     body: Annotated[InferenceJobRequest, Body(openapi_examples=INFERENCE_EXAMPLES)],
     queue: QueueDep,
+    async_queue: AsyncQueueDep,
     settings: SettingsDep,
     response: Response,
     wait: WaitQuery = 0,
@@ -177,8 +193,9 @@ def submit_inference(
     seconds (202, current status)."""
     _check_wait(wait, settings)
     key = _idempotency_key(body.idempotency_key, idempotency_key)
-    submission = inference_submission(body, key, SubmitChecks.for_single(queue, settings))
-    return _answer(queue, settings, response, submission, wait)
+    checks = SubmitChecks.for_single(queue, settings)
+    check = functools.partial(inference_submission, body, key, checks)
+    return await _answer(queue, async_queue, settings, response, check, wait)
 
 
 @router.get(
