@@ -87,7 +87,8 @@ def test_a_real_image_training_job_runs_forked(
     assert result["ok"] is True and result["label_names"] == list(CIFAR10_CLASSES[:4])
     assert (tmp_path / "work" / "out" / "model.safetensors").is_file()
     progress = [event for event in queue.events(claim.job_id) if event.kind == "progress"]
-    assert [event.data["epoch"] for event in progress] == [1, 2]
+    ends = [event.data for event in progress if event.data["step"] == event.data["steps"]]
+    assert [(e["epoch"], e["phase"]) for e in ends] == [(1, "train"), (2, "train")]
 
 
 def test_a_server_whose_imports_touched_cuda_never_forks(tmp_path: Path) -> None:

@@ -106,9 +106,12 @@ def test_trains_through_the_queue_then_serves(
 
     progress = [e.data for e in queue.events(job_id) if e.kind == "progress"]
     epochs = int(TRAINING[model_type]["hyperparameters"]["epochs"])
-    per_epoch = [p for p in progress if "metrics" in p]
+    per_epoch = [p for p in progress if p["phase"] == "val"]  # held-out metrics each epoch
     assert [int(p["epoch"]) for p in per_epoch] == list(range(1, epochs + 1))
-    assert all({"epochs", "step", "steps", "loss", "eta_s"} <= set(p) for p in per_epoch)
+    fields = {"epochs", "step", "steps", "loss", "eta_s", "fraction", "elapsed_s", "metrics"}
+    assert all(fields <= set(p) and "val_accuracy" in p["metrics"] for p in per_epoch)
+    train = [p for p in progress if p["phase"] == "train" and p["step"] > 0]
+    assert train and all("loss" in p["metrics"] and "train_accuracy" in p["metrics"] for p in train)
     assert any(e.kind == "log" for e in queue.events(job_id))
 
     model = queue.get_model(f"{model_type}_e2e")

@@ -135,6 +135,53 @@ def test_train_reaches_accuracy_and_reports(
     assert ctx.lines
 
 
+def test_progress_reports_held_out_metrics_and_forest_batches(
+    trained: tuple[str, Path, TrainResult, Recorder],
+) -> None:
+    model_type, _, result, ctx = trained
+    first, *middle, last = ctx.progress_calls
+    steps = RF_PARAMS["n_estimators"] if model_type == "random_forest" else 1
+    assert (first["phase"], first["step"], first["steps"]) == ("fit", 0, steps)
+    # the final event: held-out metrics only, named as validation metrics
+    assert (last["phase"], last["step"], last["steps"]) == ("val", steps, steps)
+    assert last["metrics"] == {
+        "val_accuracy": result.metrics["accuracy"],
+        "val_loss": result.metrics["log_loss"],
+    }
+    if model_type == "svm":
+        assert middle == []
+        return
+    # a forest reports its trees in 10 batches, with the partial forest's held-out metrics
+    assert [e["step"] for e in middle] == list(range(10, 101, 10))
+    for event in middle:
+        assert event["phase"] == "fit" and event["steps"] == 100
+        assert set(event["metrics"]) == {"val_accuracy", "val_loss"}
+        assert event["loss"] == event["metrics"]["val_loss"]
+    assert middle[-1]["metrics"]["val_accuracy"] == result.metrics["accuracy"]
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"oob_score": True}, {"bootstrap": False, "max_features": None}]
+)
+def test_a_forest_grown_in_batches_is_the_one_fit_would_give(
+    data: Path, tmp_path: Path, extra: dict[str, Any]
+) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    hp = {**RF_PARAMS, "n_estimators": 23, **extra}
+    result, ctx = _train(data, tmp_path, "random_forest", hp)
+    assert [e["step"] for e in ctx.progress_calls[1:-1]] == [3, 5, 7, 10, 12, 14, 17, 19, 21, 23]
+    batched = rt.load(tmp_path, _meta("random_forest", result))
+    assert batched.warm_start is False  # saved with the user's settings
+    _, _, X, y, _ = rt._read_csv(data, None)
+    X_tr, X_te, y_tr, _ = rt.train_test_split(X, y, test_size=0.2, stratify=y, random_state=42)
+    single = RandomForestClassifier(n_jobs=1, **hp).fit(X_tr, y_tr)
+    np.testing.assert_array_equal(batched.predict_proba(X_te), single.predict_proba(X_te))
+    np.testing.assert_array_equal(batched.apply(X_te), single.apply(X_te))
+    if extra.get("oob_score"):
+        assert batched.oob_score_ == single.oob_score_
+
+
 def test_round_trip_and_probabilities(
     trained: tuple[str, Path, TrainResult, Recorder], data: Path
 ) -> None:

@@ -166,13 +166,36 @@ def test_training_reaches_high_accuracy(trained: Trained) -> None:
 def test_progress_events_and_the_loss_goes_down(trained: Trained) -> None:
     events = trained.ctx.events
     epochs = trained.hp["epochs"]
-    assert [e["epoch"] for e in events] == list(range(1, epochs + 1))
-    for event in events:
+    assert (events[0]["phase"], events[0]["step"], events[0]["fraction"]) == ("train", 0, 0.0)
+    # one step an epoch: its train event, then the epoch's validation event
+    assert [(e["epoch"], e["phase"]) for e in events[1:]] == [
+        (epoch, phase) for epoch in range(1, epochs + 1) for phase in ("train", "val")
+    ]
+    for event in events[1:]:
         assert event["epochs"] == epochs
         assert event["step"] == event["steps"] == 1
+        assert event["fraction"] == pytest.approx(event["epoch"] / epochs, abs=1e-6)
         assert math.isfinite(event["loss"])
-        assert set(event["metrics"]) == {"accuracy", "val_accuracy"}
-    assert events[-1]["loss"] < events[0]["loss"] / 2
+    train = [e for e in events[1:] if e["phase"] == "train"]
+    val = [e for e in events if e["phase"] == "val"]
+    for event in train:
+        assert set(event["metrics"]) == {"loss", "train_accuracy", "learning_rate", "samples_per_s"}
+        assert event["metrics"]["learning_rate"] == pytest.approx(trained.hp["learning_rate"])
+    for event in val:
+        assert set(event["metrics"]) == {"val_loss", "val_accuracy"}
+    # one 32-image batch an epoch: Keras's running mean is that batch's loss
+    assert val[-1]["loss"] == pytest.approx(train[-1]["metrics"]["loss"], rel=1e-5)
+    assert val[-1]["loss"] < val[0]["loss"] / 2
+
+
+def test_validation_curve_ends_at_the_saved_models_accuracy(trained: Trained) -> None:
+    # Validation runs after the BN statistics are recalibrated, as they are before saving:
+    # the last epoch's numbers are the saved model's (Keras's own val_accuracy read chance).
+    val = [e for e in trained.ctx.events if e["phase"] == "val"]
+    metrics = trained.result.metrics
+    assert val[-1]["metrics"]["val_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert val[-1]["metrics"]["val_loss"] == pytest.approx(metrics["val_loss"], rel=1e-4)
+    assert metrics["loss"] == metrics["train_loss"]  # `loss` is the training loss
 
 
 def test_dropout_rate_is_honoured(trained: Trained, loaded: Any) -> None:
@@ -227,12 +250,36 @@ def test_graph_mode_with_augmentation(data_root: Path, tmp_path: Path) -> None:
     result, ctx = _train("mobilenet", data_root / "cifar4", tmp_path, hp)
     assert result.details["run_eagerly"] is False
     assert result.details["architecture"] == "mobilenet"
-    assert [e["epoch"] for e in ctx.events] == [1, 2] and ctx.events[0]["steps"] == 3
+    ends = [e for e in ctx.events if e["step"] == e["steps"]]
+    assert [(e["epoch"], e["phase"]) for e in ends] == [(1, "train"), (2, "train")]
+    assert ends[0]["steps"] == 3
+    # no held-out images: no validation events and no `accuracy`, only train_accuracy
+    assert "accuracy" not in result.metrics and "val_loss" not in result.metrics
+    assert 0 <= result.metrics["train_accuracy"] <= 1
     model = rt.load(tmp_path, ModelMeta("m", "mobilenet", result.label_names, result.details))
     assert model.get_layer("augment_flip") is not None
     # augmentation is active only in training: inference is deterministic
     x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
     np.testing.assert_array_equal(rt._probabilities(model, x), rt._probabilities(model, x))
+
+
+def test_graph_mode_validation_through_traced_passes(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Long graph-mode runs recalibrate through a traced forward pass and validate through
+    # Keras's traced predict loop; make this short run take those paths.
+    from trainyard_worker.runtimes import tensorflow_progress
+
+    monkeypatch.setattr(tensorflow_progress, "EAGER_MAX_CALLS", 0)
+    hp = {"architecture": "mobilenet", "epochs": 2, "batch_size": 16, "run_eagerly": False,
+          "optimizer": "sgd", "learning_rate": 0.03}  # fmt: skip
+    result, ctx = _train("mobilenet", data_root / "cifar4", tmp_path, hp)
+    assert result.details["run_eagerly"] is False
+    val = [e for e in ctx.events if e["phase"] == "val"]
+    assert [e["epoch"] for e in val] == [1, 2]
+    # the traced predict loop and the eager serving path agree on the saved model
+    assert val[-1]["metrics"]["val_accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert val[-1]["metrics"]["val_loss"] == pytest.approx(result.metrics["val_loss"], rel=1e-3)
 
 
 @pytest.mark.parametrize("architecture", ["mobilenet_v3_small", "mobilenet_v3_large"])
@@ -273,20 +320,29 @@ def test_validation_split_is_stratified_and_skipped_for_small_classes() -> None:
 
 def test_a_nan_loss_stops_training_and_names_the_learning_rate() -> None:
     # With batch norm everywhere a real NaN is hard to provoke on CPU; drive the callback
-    # with the logs Keras would hand it.
+    # with the logs Keras would hand it (running means over the epoch's samples).
     model = keras.Sequential([keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     ctx = Recorder()
-    callback = rt._Progress(ctx, epochs=3, steps=20)
+    callback = rt.KerasProgress(ctx, epochs=3, steps=20, n_train=640, batch_size=32)
     callback.set_model(model)
+    callback.on_train_begin()
     callback.on_epoch_begin(0)
-    for batch in range(10):
-        callback.on_train_batch_end(batch, {"loss": 0.5})
-    assert ctx.events == [{"epoch": 1, "epochs": 3, "step": 10, "steps": 20, "loss": 0.5}]
+    for batch in range(10):  # batch i's own loss is i: the running mean is i / 2
+        callback.on_train_batch_end(batch, {"loss": batch / 2, "accuracy": 0.5})
+    start, tenth = ctx.events
+    assert start["step"] == 0 and start["metrics"] is None
+    assert {k: tenth[k] for k in ("epoch", "epochs", "step", "steps", "phase")} == {
+        "epoch": 1, "epochs": 3, "step": 10, "steps": 20, "phase": "train",
+    }  # fmt: skip
+    metrics = tenth["metrics"]
+    assert metrics["loss"] == pytest.approx(4.5) and metrics["train_accuracy"] == 0.5
+    assert metrics["learning_rate"] == pytest.approx(0.05)
     callback.on_train_batch_end(10, {"loss": float("nan")})
     assert model.stop_training is True
     assert callback.diverged == "the loss became nan at epoch 1 step 11"
     callback.on_epoch_end(0, {"loss": float("nan"), "accuracy": 0.1})
-    assert len(ctx.events) == 1
+    assert len(ctx.events) == 2
 
 
 # ------------------------------------------------------------------------ predict

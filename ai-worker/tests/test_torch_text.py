@@ -150,10 +150,24 @@ def test_progress_reports_epochs_steps_and_falling_loss(
     for e in events:
         assert {"epoch", "epochs", "step", "steps", "loss"} <= e.keys(), e
         assert e["epochs"] == epochs and e["steps"] == 20  # 320 rows / batch 16
-    ends = [e for e in events if e["step"] == e["steps"] and "message" not in e]
+    ends = [e for e in events if e["phase"] == "val"]  # one per epoch, on the held-out rows
     assert [e["epoch"] for e in ends] == list(range(1, epochs + 1))
     assert [e["epoch"] for e in events if e["step"] == 10] == list(range(1, epochs + 1))
     assert ends[-1]["loss"] < ends[0]["loss"] * 0.5, [e["loss"] for e in ends]
+    metrics = trained[model_type].result.metrics
+    assert all(set(e["metrics"]) == {"val_loss", "val_accuracy"} for e in ends)
+    assert ends[-1]["metrics"]["val_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert ends[-1]["metrics"]["val_loss"] == pytest.approx(metrics["val_loss"])
+    # step-level train events carry the schedule: warm-up, then linear decay
+    train = [e for e in events if e["phase"] == "train" and e["step"] > 0]
+    assert all(
+        set(e["metrics"]) == {"loss", "train_accuracy", "learning_rate", "samples_per_s"}
+        for e in train
+    )
+    rates = [e["metrics"]["learning_rate"] for e in train]
+    peak = rates.index(max(rates))
+    assert 0 < peak < len(rates) - 1 and rates[-1] < rates[peak] / 10, rates
+    assert 0.5 < max(rates) / CONFIGS[model_type]["learning_rate"] <= 1
 
 
 def test_same_seed_same_model(sample: Path, tmp_path: Path) -> None:

@@ -117,14 +117,33 @@ def test_training_learns_and_reports(kind: str, request: pytest.FixtureRequest) 
     assert metrics["train_accuracy"] >= 0.9, metrics
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert metrics["n_validation"] > 0  # 20 images a class: a stratified held-out set
-    epochs = [e for e in trained.ctx.events if e["step"] == e["steps"]]
     hp = RESNET_HP if kind == "resnet" else VGG_HP
-    assert [e["epoch"] for e in epochs] == list(range(1, int(hp["epochs"]) + 1))
-    for event in trained.ctx.events:
-        assert {"epoch", "epochs", "step", "steps", "loss"} <= event.keys()
-        assert event["epochs"] == hp["epochs"]
-    assert epochs[-1]["loss"] < epochs[0]["loss"] * 0.5, [e["loss"] for e in epochs]
-    assert metrics["loss"] == pytest.approx(epochs[-1]["loss"])
+    n_epochs = int(hp["epochs"])
+    events = trained.ctx.events
+    for event in events:
+        assert {"epoch", "epochs", "step", "steps", "loss", "phase", "fraction"} <= event.keys()
+        assert event["epochs"] == n_epochs
+    # step-level train events: training start, every 10 global steps, every epoch's end
+    train = [e for e in events if e["phase"] == "train"]
+    assert (train[0]["step"], train[0]["fraction"]) == (0, 0.0)
+    steps = train[0]["steps"]
+    ends = [e["epoch"] for e in train if e["step"] == steps]
+    assert ends == list(range(1, n_epochs + 1))
+    for event in train[1:]:
+        m = event["metrics"]
+        assert set(m) == {"loss", "train_accuracy", "learning_rate", "samples_per_s"}, m
+        assert m["learning_rate"] == hp.get("learning_rate", 1e-3) and 0 <= m["train_accuracy"] <= 1
+        assert "accuracy" not in m  # training accuracy is train_accuracy, never accuracy
+    global_steps = [(e["epoch"] - 1) * steps + e["step"] for e in train]
+    assert global_steps == sorted(set(global_steps))
+    # one validation event per epoch, on the held-out images, in evaluation mode
+    val = [e for e in events if e["phase"] == "val"]
+    assert [e["epoch"] for e in val] == list(range(1, n_epochs + 1))
+    assert all(set(e["metrics"]) == {"val_loss", "val_accuracy"} for e in val)
+    assert val[-1]["metrics"]["val_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert val[-1]["metrics"]["val_loss"] == pytest.approx(metrics["val_loss"])
+    assert val[-1]["loss"] < val[0]["loss"] * 0.5, [e["loss"] for e in val]  # epoch means
+    assert metrics["loss"] == pytest.approx(val[-1]["loss"])
     assert details["architecture"] == hp["architecture"]
     assert details["image_size"] == 32
     assert details["num_classes"] == len(trained.result.label_names)
@@ -169,8 +188,9 @@ def test_default_resnet50_trains_a_tiny_epoch(tmp_path: Path) -> None:
     result, ctx = _train("resnet", data, tmp_path / "out", {"epochs": 1})
     assert result.details["architecture"] == "resnet50"
     assert result.metrics["n_validation"] == 0  # under 5 images a class: no held-out set
-    assert result.metrics["accuracy"] == result.metrics["train_accuracy"]
-    assert len(ctx.events) == 1 and ctx.events[0]["epoch"] == 1
+    # `accuracy` is held-out accuracy only: none here
+    assert "accuracy" not in result.metrics and 0 <= result.metrics["train_accuracy"] <= 1
+    assert [(e["phase"], e["step"]) for e in ctx.events] == [("train", 0), ("train", 1)]
     assert (tmp_path / "out" / "model.safetensors").stat().st_size > 50_000_000  # ~23.5M params
 
 

@@ -78,6 +78,8 @@ class TrainContext(Protocol):
         loss: float | None = None,
         metrics: dict[str, float] | None = None,
         message: str | None = None,
+        phase: str | None = None,  # "train", "val" or "fit" (see .reporting)
+        fraction: float | None = None,  # 0..1 of the training done
     ) -> None: ...
 
     def log(self, line: str) -> None: ...

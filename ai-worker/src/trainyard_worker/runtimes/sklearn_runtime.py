@@ -35,6 +35,7 @@ from .base import (
     predict_one,
 )
 from .params import read_csv_rows
+from .sklearn_forest import fit_forest_in_batches, grows_in_batches
 
 __all__ = [
     "MODEL_FILE",
@@ -271,9 +272,17 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
         model = _build_estimator(request.model_type, params, min_class)
     except TypeError as exc:  # defensive: names were checked, but keep the message readable
         raise UserError(f"invalid hyperparameters: {exc}") from None
-    ctx.progress(epoch=0, epochs=1, message=f"fitting {request.model_type} on {len(y_tr)} rows")
+    batches = grows_in_batches(model)
+    steps = int(model.n_estimators) if batches else 1
+    ctx.progress(
+        epoch=1, epochs=1, step=0, steps=steps, phase="fit",
+        message=f"fitting {request.model_type} on {len(y_tr)} rows",
+    )  # fmt: skip
     try:
-        model.fit(X_tr, y_tr)
+        if batches:
+            fit_forest_in_batches(model, X_tr, y_tr, X_te, y_te, ctx)
+        else:
+            model.fit(X_tr, y_tr)
     except InvalidParameterError as exc:
         # sklearn's message already names the parameter and the allowed range/type.
         raise UserError(f"invalid hyperparameter: {exc}") from None
@@ -290,15 +299,20 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
         "n_train": float(len(y_tr)),
         "n_test": float(len(y_te)),
     }
+    held = {"val_accuracy": metrics["accuracy"]}
     if hasattr(model, "predict_proba"):
         metrics["log_loss"] = float(
             log_loss(y_te, model.predict_proba(X_te), labels=model.classes_)
         )
+        held["val_loss"] = metrics["log_loss"]
     ctx.progress(
         epoch=1,
         epochs=1,
+        step=steps,
+        steps=steps,
+        phase="val",
         loss=metrics.get("log_loss"),
-        metrics=metrics,
+        metrics=held,
         message="trained",
     )
     ctx.log(f"held-out accuracy {metrics['accuracy']:.4f} on {len(y_te)} rows")

@@ -32,6 +32,9 @@ from .base import (
     predict_one,
 )
 from .params import check_number
+from .tensorflow_progress import BACKBONE, RESCALE, KerasProgress
+from .tensorflow_progress import cross_entropy as _cross_entropy
+from .tensorflow_progress import probabilities as _probabilities
 
 __all__ = [
     "ARCHITECTURES",
@@ -72,12 +75,8 @@ HYPERPARAMETERS = (
     "validation_split",
 )
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-PROGRESS_EVERY_STEPS = 10
 _MIN_VALIDATION_PER_CLASS = 5  # a class with fewer images keeps them all for training
-_RECALIBRATION_IMAGES = 512  # precise-BN statistics come from at most this many images
-_INFERENCE_BATCH = 32
-_BACKBONE = "backbone"  # layer names the runtime looks up again
-_RESCALE = "rescale"
+_BACKBONE, _RESCALE = BACKBONE, RESCALE  # layer names the runtime looks up again
 _DROPOUT = "dropout"
 
 # run_eagerly "auto" trains eagerly when epochs x steps_per_epoch is at most this. Graph
@@ -93,8 +92,8 @@ _DROPOUT = "dropout"
 #   mobilenet_v3_small 32   16.9 / 0.05 / 0.58  -> ~32
 #   mobilenet_v3_large 32   19.5 / 0.10 / 0.78  -> ~29
 # The gap grows with the image size, so the limits sit at the larger sizes' break-even;
-# near it both modes cost about the same anyway. A validation set adds a traced test step
-# in graph mode, which only makes eager better.
+# near it both modes cost about the same anyway. (Validation runs outside fit, in
+# inference mode, the same in both.)
 _EAGER_MAX_STEPS: dict[str, int] = {**dict.fromkeys(MIN_IMAGE_SIZE, 20), "mobilenet": 15}
 
 
@@ -276,87 +275,6 @@ def _optimizer(name: str, learning_rate: float) -> Any:
     return keras.optimizers.Adam(learning_rate)
 
 
-def _probabilities(model: Any, x: np.ndarray) -> np.ndarray:
-    """Class probabilities in inference mode (moving BN statistics, no dropout)."""
-    parts = [
-        np.asarray(model(x[i : i + _INFERENCE_BATCH], training=False), dtype=np.float32)
-        for i in range(0, len(x), _INFERENCE_BATCH)
-    ]
-    return np.concatenate(parts)
-
-
-def _recalibrate_batchnorm(model: Any, x: np.ndarray, seed: int) -> None:
-    """Precise BN: set the moving statistics to the final weights' statistics over the
-    training images. Keras keeps exponential averages (momentum 0.99 in InceptionV3 and
-    MobileNet v1, 0.999 in v2 and v3) that need hundreds of steps to forget their initial
-    values: after the tests' 6-12 steps, inference without this scored chance (0.25)."""
-    backbone = model.get_layer(_BACKBONE)
-    layers = [
-        layer
-        for layer in backbone.layers  # the applications are flat: no nested models
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    if not layers:
-        return
-    if len(x) > _RECALIBRATION_IMAGES:
-        pick = np.random.default_rng(seed).choice(len(x), _RECALIBRATION_IMAGES, replace=False)
-        x = x[np.sort(pick)]
-    rescale = model.get_layer(_RESCALE)
-    saved = [layer.momentum for layer in layers]
-    try:
-        for start in range(0, len(x), _INFERENCE_BATCH):
-            chunk = x[start : start + _INFERENCE_BATCH]
-            for layer in layers:  # the mean over all images so far, weighted by chunk size
-                layer.momentum = start / (start + len(chunk))
-            backbone(rescale(chunk), training=True)
-    finally:
-        for layer, momentum in zip(layers, saved, strict=True):
-            layer.momentum = momentum
-
-
-class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
-    """Progress every PROGRESS_EVERY_STEPS batches and per epoch; stops on a NaN loss."""
-
-    def __init__(self, ctx: TrainContext, epochs: int, steps: int) -> None:
-        super().__init__()
-        self.ctx, self.epochs, self.steps = ctx, epochs, steps
-        self.epoch = 0
-        self.diverged: str | None = None
-        self.epoch_losses: list[float] = []
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.epoch = epoch + 1
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        loss = float((logs or {}).get("loss", math.nan))  # the epoch's running mean
-        step = batch + 1
-        if not math.isfinite(loss):
-            self.diverged = f"the loss became {loss} at epoch {self.epoch} step {step}"
-            self.model.stop_training = True
-        elif step % PROGRESS_EVERY_STEPS == 0 and step < self.steps:
-            self.ctx.progress(
-                epoch=self.epoch, epochs=self.epochs, step=step, steps=self.steps, loss=loss
-            )
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.diverged:
-            return
-        logs = logs or {}
-        loss = float(logs["loss"])
-        metrics = {"accuracy": float(logs["accuracy"])}
-        if "val_accuracy" in logs:
-            metrics["val_accuracy"] = float(logs["val_accuracy"])
-        self.epoch_losses.append(loss)
-        self.ctx.progress(
-            epoch=epoch + 1,
-            epochs=self.epochs,
-            step=self.steps,
-            steps=self.steps,
-            loss=loss,
-            metrics=metrics,
-        )
-
-
 # ---------------------------------------------------------------- train
 
 
@@ -372,11 +290,6 @@ def _fine_tune_config(cfg: _Config, hp: dict[str, Any], meta: ModelMeta) -> tupl
                 f"{own!r}; leave it out when fine-tuning"
             )
     return replace(cfg, architecture=arch), size
-
-
-def _cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
-    picked = probs[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(picked, 1e-7, 1.0))))
 
 
 def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
@@ -432,14 +345,18 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
         run_eagerly=eager,
         jit_compile=False,  # XLA compiling costs more than it saves at these sizes
     )
-    progress = _Progress(ctx, cfg.epochs, steps)
     validation = (images[val_idx], labels[val_idx]) if len(val_idx) else None
+    progress = KerasProgress(
+        ctx, epochs=cfg.epochs, steps=steps, n_train=len(train_idx), batch_size=cfg.batch_size,
+        recalibrate=(x_train, cfg.seed), validation=validation,
+    )  # fmt: skip
+    # No validation_data: Keras would validate with stale BN statistics (see
+    # .tensorflow_progress); the callback validates after recalibrating them.
     model.fit(
         x_train,
         y_train,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
-        validation_data=validation,
         shuffle=True,
         verbose=0,
         callbacks=[progress],
@@ -450,26 +367,27 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
             f"(now {cfg.learning_rate:g})"
         )
 
-    _recalibrate_batchnorm(model, x_train, cfg.seed)
+    progress.recalibrate_batchnorm()  # as before each epoch's validation
     train_probs = _probabilities(model, x_train)
+    train_loss = _cross_entropy(train_probs, y_train)
     metrics: dict[str, float] = {
         "train_accuracy": float(np.mean(train_probs.argmax(axis=1) == y_train)),
-        "train_loss": _cross_entropy(train_probs, y_train),
+        "train_loss": train_loss,
+        "loss": train_loss,  # the training loss, as in the PyTorch runtimes
         "n_train": float(len(train_idx)),
         "n_val": float(len(val_idx)),
         "epochs_run": float(len(progress.epoch_losses)),
     }
-    if validation is not None:
+    if validation is not None:  # `accuracy` is held-out accuracy only
         val_probs = _probabilities(model, validation[0])
         metrics["accuracy"] = float(np.mean(val_probs.argmax(axis=1) == validation[1]))
-        metrics["loss"] = _cross_entropy(val_probs, validation[1])
+        metrics["val_loss"] = _cross_entropy(val_probs, validation[1])
+        ctx.log(
+            f"held-out accuracy {metrics['accuracy']:.4f}, "
+            f"training accuracy {metrics['train_accuracy']:.4f}"
+        )
     else:
-        metrics["accuracy"] = metrics["train_accuracy"]
-        metrics["loss"] = metrics["train_loss"]
-    ctx.log(
-        f"accuracy {metrics['accuracy']:.4f} ({'validation' if validation else 'training'}), "
-        f"training accuracy {metrics['train_accuracy']:.4f}"
-    )
+        ctx.log(f"training accuracy {metrics['train_accuracy']:.4f} (no validation images)")
 
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -508,7 +426,7 @@ def load(model_dir: Path, meta: ModelMeta) -> Any:
 def predict_many(
     model: Any, meta: ModelMeta, inputs: list[str | list[str]], parameters: dict[str, Any]
 ) -> list[dict[str, Any] | UserError]:
-    """Every input's images in one batch (chunked at ``_INFERENCE_BATCH``); slot ``i`` is
+    """Every input's images in one batch (chunked at 32); slot ``i`` is
     what :func:`predict` gives for ``inputs[i]`` (see :mod:`.base`)."""
     return imagedata.predict_images(
         inputs, dict(parameters or {}), list(meta.label_names), int(meta.details["image_size"]),

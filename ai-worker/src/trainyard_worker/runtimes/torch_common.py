@@ -10,7 +10,7 @@ import contextlib
 import math
 import os
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,11 @@ import torch
 
 from .base import TrainContext, UserError
 from .params import check_number
+from .reporting import StepReporter
 
 __all__ = [
     "EpochStats",
+    "Validate",
     "autocast",
     "check_number",
     "peak_gpu_memory",
@@ -30,8 +32,6 @@ __all__ = [
     "softmax",
     "train_epochs",
 ]
-
-PROGRESS_EVERY_STEPS = 10  # a progress event every N optimizer steps, and one per epoch
 
 
 def prepare_torch(device: str, seed: int) -> torch.device:
@@ -90,6 +90,9 @@ class EpochStats:
     accuracy: float
 
 
+Validate = Callable[[], Mapping[str, float]]
+
+
 def train_epochs(
     *,
     model: torch.nn.Module,
@@ -100,15 +103,23 @@ def train_epochs(
     steps_per_epoch: int,
     device: torch.device,
     ctx: TrainContext,
+    validate: Validate | None = None,
 ) -> list[EpochStats]:
     """Train for ``epochs``; ``batches(epoch)`` yields (inputs, targets) already on the
-    device and ``forward(inputs)`` returns logits. Publishes progress every
-    ``PROGRESS_EVERY_STEPS`` steps and after every epoch (with the epoch's mean loss and
-    training accuracy). A loss that becomes NaN or infinite fails the job as a user error
-    (the learning rate is the usual cause)."""
+    device and ``forward(inputs)`` returns logits. Reports train events through
+    :class:`.reporting.StepReporter` (its throttle decides which steps) and, after each
+    epoch, ``validate()``'s held-out metrics (``val_*``) when given. A loss that becomes
+    NaN or infinite fails the job as a user error (the learning rate is the usual cause)."""
     scaler = _grad_scaler(device)
     loss_fn = torch.nn.CrossEntropyLoss()
+    reporter = StepReporter(
+        ctx,
+        epochs=epochs,
+        steps=steps_per_epoch,
+        learning_rate=lambda: float(optimizer.param_groups[0]["lr"]),
+    )
     history: list[EpochStats] = []
+    reporter.begin()
     for epoch in range(epochs):
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
@@ -127,23 +138,15 @@ def train_epochs(
             scaler.step(optimizer)
             scaler.update()
             n = int(targets.shape[0])
+            right = int((logits.detach().argmax(dim=-1) == targets).sum())
             total_loss += value * n
-            correct += int((logits.detach().argmax(dim=-1) == targets).sum())
+            correct += right
             seen += n
-            if step % PROGRESS_EVERY_STEPS == 0 and step < steps_per_epoch:
-                ctx.progress(
-                    epoch=epoch + 1, epochs=epochs, step=step, steps=steps_per_epoch, loss=value
-                )
+            reporter.step(epoch + 1, step, loss=value, samples=n, correct=right)
         stats = EpochStats(epoch + 1, total_loss / max(seen, 1), correct / max(seen, 1))
         history.append(stats)
-        ctx.progress(
-            epoch=epoch + 1,
-            epochs=epochs,
-            step=steps_per_epoch,
-            steps=steps_per_epoch,
-            loss=stats.loss,
-            metrics={"accuracy": stats.accuracy},
-        )
+        if validate is not None:
+            reporter.validation(epoch + 1, validate(), epoch_loss=stats.loss)
     return history
 
 

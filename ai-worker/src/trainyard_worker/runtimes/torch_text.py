@@ -300,6 +300,19 @@ def _accuracy(model: Any, rows: list[list[int]], targets: list[int], pad_id: int
     return float((predicted == torch.tensor(targets)).float().mean())
 
 
+def _held_out(model: Any, rows: list[list[int]], targets: list[int], pad_id: int,
+              device: torch.device) -> dict[str, float]:  # fmt: skip
+    """``val_loss`` and ``val_accuracy`` on the held-out rows, in evaluation mode."""
+    model.eval()
+    with autocast(device):
+        logits = _logits(model, rows, pad_id, device)
+    y = torch.tensor(targets)
+    return {
+        "val_loss": float(torch.nn.functional.cross_entropy(logits, y)),
+        "val_accuracy": float((logits.argmax(dim=-1) == y).float().mean()),
+    }
+
+
 # ---------------------------------------------------------------- train
 
 
@@ -384,9 +397,14 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
         {"params": [t for t in model.parameters() if t.ndim < 2], "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW(groups, lr=p.learning_rate)
+    test_ids, test_targets = [encoded[i] for i in test_rows], [targets[i] for i in test_rows]
     history = train_epochs(
         model=model, optimizer=optimizer, batches=batches, forward=forward, epochs=p.epochs,
         steps_per_epoch=steps, device=device, ctx=ctx,
+        validate=(
+            (lambda: _held_out(model, test_ids, test_targets, pad_id, device))
+            if test_rows else None
+        ),
     )  # fmt: skip
 
     metrics: dict[str, float] = {
@@ -397,9 +415,8 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
         **peak_gpu_memory(device),
     }
     if test_rows:
-        metrics["accuracy"] = _accuracy(
-            model, [encoded[i] for i in test_rows], [targets[i] for i in test_rows], pad_id, device
-        )
+        held = _held_out(model, test_ids, test_targets, pad_id, device)
+        metrics.update(accuracy=held["val_accuracy"], val_loss=held["val_loss"])
         ctx.log(f"held-out accuracy {metrics['accuracy']:.4f} on {len(test_rows)} rows")
 
     out_dir = Path(request.out_dir)

@@ -22,7 +22,6 @@ import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
-from torchvision.models import vgg as tv_vgg
 
 from . import imagedata
 from .base import (
@@ -36,6 +35,15 @@ from .base import (
     predict_one,
 )
 from .torch_common import autocast, check_number, peak_gpu_memory, prepare_torch, train_epochs
+from .torch_vision_nets import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    VGG_WIDTH,
+    NetSpec,
+    build,
+    has_batchnorm,
+    replace_head,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -51,13 +59,6 @@ __all__ = [
 
 MODEL_FILE = "model.safetensors"
 MIN_IMAGE_SIZE = 32  # five stride-2 stages: 32 px ends at 1x1 in both families
-ARCHITECTURES: dict[str, tuple[str, ...]] = {
-    "resnet": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
-    "vgg": tuple(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
-}
-DEFAULT_ARCHITECTURE = {"resnet": "resnet50", "vgg": "vgg16"}  # the seed trains ResNet-50
-_VGG_CONFIG = {"vgg11": "A", "vgg13": "B", "vgg16": "D", "vgg19": "E"}
-_VGG_WIDTH = 4096  # torchvision's classifier width
 _COMMON_HYPERPARAMETERS = (
     "architecture", "augment", "batch_size", "epochs", "image_size", "learning_rate",
     "momentum", "num_classes", "optimizer", "seed", "validation_split", "weight_decay",
@@ -75,130 +76,6 @@ _PAD = 4  # augmentation: random crops from images padded by this many pixels
 def hyperparameter_names(model_type: str) -> tuple[str, ...]:
     extra = _VGG_HYPERPARAMETERS if model_type == "vgg" else ()
     return tuple(sorted((*_COMMON_HYPERPARAMETERS, *extra)))
-
-
-# ------------------------------------------------------------------------------ networks
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """What rebuilds a network: stored in ``details`` and read back at load time."""
-
-    model_type: str
-    architecture: str
-    num_classes: int
-    classifier_width: int = _VGG_WIDTH
-    global_pool: bool = False
-    dropout: float = 0.5  # torchvision's; no weights, so fine-tuning may change it
-
-    def details(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"architecture": self.architecture, "num_classes": self.num_classes}
-        if self.model_type == "vgg":
-            out.update(
-                classifier_width=self.classifier_width,
-                global_pool=self.global_pool,
-                dropout=self.dropout,
-            )
-        return out
-
-    @classmethod
-    def from_details(cls, model_type: str, details: dict[str, Any]) -> _Spec:
-        """Raises ValueError when ``details`` do not describe a model of ``model_type``."""
-        arch = details.get("architecture")
-        n = details.get("num_classes")
-        if arch not in ARCHITECTURES.get(model_type, ()):
-            raise ValueError(f"details.architecture {arch!r} is not a {model_type} architecture")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"details.num_classes must be an integer >= 2, got {n!r}")
-        width = details.get("classifier_width", _VGG_WIDTH)
-        pool = details.get("global_pool", False)
-        dropout = details.get("dropout", 0.5)
-        if (
-            isinstance(width, bool)
-            or not isinstance(width, int)
-            or not isinstance(pool, bool)
-            or not isinstance(dropout, int | float)
-        ):
-            raise ValueError("details.classifier_width / global_pool / dropout are malformed")
-        return cls(model_type, str(arch), n, width, pool, float(dropout))
-
-
-class _CompactVGG(nn.Module):
-    """torchvision's VGG with a configurable head; same forward and state-dict keys. Built
-    by hand because torchvision's constructor always allocates the 25088x4096 layer first."""
-
-    def __init__(self, features: nn.Module, avgpool: nn.Module, classifier: nn.Module) -> None:
-        super().__init__()
-        self.features = features
-        self.avgpool = avgpool
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.avgpool(self.features(x))
-        out: torch.Tensor = self.classifier(torch.flatten(x, 1))
-        return out
-
-
-def _init_features(features: nn.Module) -> None:
-    # torchvision's VGG initialisation of the convolutions. The compact head keeps PyTorch's
-    # fan-in scaled Linear default: torchvision's fixed N(0, 0.01) suits 4096-wide layers
-    # and starves narrow ones of signal (a width-64 head then barely trains).
-    for m in features.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.weight, 1)
-            nn.init.constant_(m.bias, 0)
-
-
-def _build(spec: _Spec) -> nn.Module:
-    if spec.model_type == "resnet":
-        resnet: nn.Module = getattr(torchvision.models, spec.architecture)(
-            weights=None, num_classes=spec.num_classes
-        )
-        return resnet
-    if spec.classifier_width == _VGG_WIDTH and not spec.global_pool:
-        standard: nn.Module = getattr(torchvision.models, spec.architecture)(
-            weights=None, num_classes=spec.num_classes, dropout=spec.dropout
-        )
-        return standard
-    features = tv_vgg.make_layers(
-        tv_vgg.cfgs[_VGG_CONFIG[spec.architecture.removesuffix("_bn")]],
-        batch_norm=spec.architecture.endswith("_bn"),
-    )
-    _init_features(features)
-    pool_size = 1 if spec.global_pool else 7
-    width = spec.classifier_width
-    classifier = nn.Sequential(  # torchvision's head layout, so the state-dict keys match
-        nn.Linear(512 * pool_size * pool_size, width),
-        nn.ReLU(True),
-        nn.Dropout(spec.dropout),
-        nn.Linear(width, width),
-        nn.ReLU(True),
-        nn.Dropout(spec.dropout),
-        nn.Linear(width, spec.num_classes),
-    )
-    return _CompactVGG(features, nn.AdaptiveAvgPool2d(pool_size), classifier)
-
-
-def _replace_head(model: nn.Module, spec: _Spec, num_classes: int) -> None:
-    """A fresh final layer with ``num_classes`` outputs (fine-tuning on other classes)."""
-    if spec.model_type == "resnet":
-        old = model.fc
-        assert isinstance(old, nn.Linear)
-        model.fc = nn.Linear(old.in_features, num_classes)
-        return
-    classifier = model.classifier
-    assert isinstance(classifier, nn.Sequential)
-    last = classifier[-1]
-    assert isinstance(last, nn.Linear)
-    classifier[-1] = nn.Linear(last.in_features, num_classes)
-
-
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 # ------------------------------------------------------------------------ hyperparameters
@@ -274,17 +151,17 @@ def _parse_hyperparameters(model_type: str, hp: dict[str, Any]) -> _Settings:
     )
 
 
-def _spec_for(request: TrainRequest, s: _Settings, num_classes: int) -> _Spec:
+def _spec_for(request: TrainRequest, s: _Settings, num_classes: int) -> NetSpec:
     """The network to train: from the hyperparameters, or the base model's when fine-tuning
     (then a conflicting architecture choice is an error, not silently ignored)."""
     model_type = request.model_type
     base = request.base_model
     if base is None:
-        return _Spec(
+        return NetSpec(
             model_type,
             s.architecture or DEFAULT_ARCHITECTURE[model_type],
             num_classes,
-            s.classifier_width or _VGG_WIDTH,
+            s.classifier_width or VGG_WIDTH,
             bool(s.global_pool),
             0.5 if s.dropout is None else s.dropout,
         )
@@ -294,7 +171,7 @@ def _spec_for(request: TrainRequest, s: _Settings, num_classes: int) -> _Spec:
             f"a {model_type} model can only be fine-tuned from a {model_type} model"
         )
     try:
-        spec = _Spec.from_details(model_type, base.meta.details)
+        spec = NetSpec.from_details(model_type, base.meta.details)
     except ValueError as exc:
         raise UserError(f"base model {base.meta.model_id!r} cannot be rebuilt: {exc}") from None
     for name, wanted, has in (
@@ -382,6 +259,19 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.
     return float((_probabilities(model, x, device).argmax(dim=-1) == y).float().mean())
 
 
+def _held_out(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> dict[str, float]:
+    """``val_loss`` (cross-entropy) and ``val_accuracy`` on the held-out images, in
+    evaluation mode: what the model would score now."""
+    probs = _probabilities(model, x, device)
+    picked = probs[torch.arange(len(y)), y].clamp_min(1e-7)
+    return {
+        "val_loss": float(-picked.log().mean()),
+        "val_accuracy": float((probs.argmax(dim=-1) == y).float().mean()),
+    }
+
+
 # ---------------------------------------------------------------------------- train
 
 
@@ -396,14 +286,14 @@ def _image_size(s: _Settings, request: TrainRequest, folder: imagedata.ImageFold
 
 
 def _initial_model(
-    request: TrainRequest, spec: _Spec, class_names: list[str], ctx: TrainContext
-) -> tuple[nn.Module, _Spec]:
+    request: TrainRequest, spec: NetSpec, class_names: list[str], ctx: TrainContext
+) -> tuple[nn.Module, NetSpec]:
     """A fresh network, or the base model's weights with its head replaced when its classes
     differ from the data's."""
     base = request.base_model
     if base is None:
-        return _build(spec), spec
-    model = _build(spec)
+        return build(spec), spec
+    model = build(spec)
     model.load_state_dict(load_file(str(Path(base.model_dir) / MODEL_FILE)), strict=True)
     ctx.log(f"fine-tuning from base model {base.meta.model_id!r} ({spec.architecture})")
     if list(base.meta.label_names) != class_names:
@@ -412,7 +302,7 @@ def _initial_model(
             f"({', '.join(base.meta.label_names[:8])}), the data has {len(class_names)} "
             f"({', '.join(class_names[:8])})"
         )
-        _replace_head(model, spec, len(class_names))
+        replace_head(model, spec, len(class_names))
         spec = replace(spec, num_classes=len(class_names))
     return model, spec
 
@@ -458,7 +348,7 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
 
     device = prepare_torch(request.device, s.seed)
     model, spec = _initial_model(request, spec, classes, ctx)
-    if s.batch_size == 1 and _has_batchnorm(model):
+    if s.batch_size == 1 and has_batchnorm(model):
         raise UserError(
             f"hyperparameters.batch_size must be at least 2 for {spec.architecture} "
             "(batch normalization needs two images per batch), got 1"
@@ -487,18 +377,22 @@ def train(request: TrainRequest, ctx: TrainContext) -> TrainResult:
         steps_per_epoch=len(bounds),
         device=device,
         ctx=ctx,
+        validate=(lambda: _held_out(model, x_val, y_val, device)) if len(val) else None,
     )
     train_acc = _accuracy(model, x_tr, y_tr, device)
-    val_acc = _accuracy(model, x_val, y_val, device) if len(val) else train_acc
     metrics: dict[str, float] = {
-        "accuracy": val_acc,
         "train_accuracy": train_acc,
         "loss": history[-1].loss,
         "n_train": float(len(tr)),
         "n_validation": float(len(val)),
         **peak_gpu_memory(device),
     }
-    ctx.log(f"accuracy {val_acc:.4f} ({'held-out' if len(val) else 'training'} images)")
+    if len(val):  # `accuracy` is held-out accuracy only: absent when nothing was held out
+        held = _held_out(model, x_val, y_val, device)
+        metrics.update(accuracy=held["val_accuracy"], val_loss=held["val_loss"])
+        ctx.log(f"held-out accuracy {metrics['accuracy']:.4f} on {len(val)} images")
+    else:
+        ctx.log(f"training accuracy {train_acc:.4f} (no held-out images)")
 
     out_dir = Path(request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -530,7 +424,7 @@ def load(model_dir: Path, meta: ModelMeta) -> Any:
         raise RuntimeError("this inference process was given a GPU but CUDA is not available")
     if device not in ("cpu", "cuda"):
         raise RuntimeError(f"unknown device {device!r}")
-    model = _build(_Spec.from_details(meta.model_type, meta.details))
+    model = build(NetSpec.from_details(meta.model_type, meta.details))
     model.load_state_dict(load_file(str(Path(model_dir) / MODEL_FILE)), strict=True)
     return model.to(torch.device(device)).eval()
 
