@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import EXTRAS, KNOWN_VARS, REPO, k8s_name
+from deploy_helpers import EXTRAS, KNOWN_VARS, REPO, SETTINGS, k8s_name
 from deploy_helpers import grace_needed as _grace_needed
+from exposition import backend_families
 
 from trainyard.keys import KeySchema
 from trainyard.routing import RUNTIMES
@@ -18,35 +19,9 @@ K8S = REPO / "deploy" / "k8s"
 
 
 def _metrics_gauges() -> dict[str, set[str]]:
-    """Gauge name -> label names, from the backend's metrics route."""
-    tree = ast.parse((REPO / "backend/src/trainyard_api/routes/metrics.py").read_text())
-    assigned = {
-        n.targets[0].id: n.value
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
-    }
-    gauges: dict[str, set[str]] = {}
-    for node in ast.walk(tree):
-        if not (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "_family"
-        ):
-            continue
-        name = ast.literal_eval(node.args[0])
-        labels: set[str] = set()
-        samples = node.args[2]
-        if isinstance(samples, ast.Name):  # samples built beforehand: depth_samples = [...]
-            samples = assigned[samples.id]
-        for dict_node in ast.walk(samples):
-            if isinstance(dict_node, ast.Dict):
-                labels.update(
-                    key.value
-                    for key in dict_node.keys
-                    if isinstance(key, ast.Constant) and isinstance(key.value, str)
-                )
-        gauges[name] = labels
-    assert gauges, "no gauge families found in the metrics route"
+    """Gauge name -> label names, from the backend's GET /metrics, rendered (exposition)."""
+    gauges = {name: f.labels for name, f in backend_families().items() if f.type == "gauge"}
+    assert gauges, "no gauge families in the backend's /metrics"
     return gauges
 
 
@@ -135,6 +110,11 @@ def test_k8s_backend_service_and_probes(k8s_docs: list[dict[str, Any]]) -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         get = container[probe]["httpGet"]
         assert get["path"] == "/health" and get["port"] in ports
+    # Prometheus (annotation-based discovery) scrapes /metrics on the API's port.
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(ports["http"])
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_k8s_backend_requires_api_keys_from_a_secret(k8s_docs: list[dict[str, Any]]) -> None:
@@ -191,6 +171,25 @@ def test_k8s_every_runtime_has_a_worker_deployment(
         assert any(t.get("key") == "nvidia.com/gpu" for t in tolerations)
     else:
         assert "nvidia.com/gpu" not in limits and "nvidia.com/gpu" not in str(pod)
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_k8s_workers_serve_their_metrics_port(
+    k8s_docs: list[dict[str, Any]], runtime: str
+) -> None:
+    """The worker's metrics port is off by default; the manifests turn it on, on every
+    interface (Prometheus scrapes from another pod), name it, and annotate the pod."""
+    assert SETTINGS["METRICS_PORT"][1] == 0, "off unless asked for"
+    deployment = _of_kind(k8s_docs, "Deployment")[k8s_name(runtime)]
+    (container,) = _containers(deployment)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(env["METRICS_PORT"]) == ports["metrics"] > 0
+    assert env["METRICS_HOST"] == "0.0.0.0"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 @pytest.mark.parametrize("runtime", sorted(RUNTIMES))

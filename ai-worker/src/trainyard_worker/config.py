@@ -91,6 +91,18 @@ class WorkerSettings(BaseSettings):
         description="an inference job waits this long for a worker that has its model "
         "loaded before any worker takes it (0: no affinity)",
     )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="serve this worker's Prometheus metrics on this port (0: off); see "
+        "worker_metrics.py",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="the address the metrics port binds (0.0.0.0: every interface, as a "
+        "Prometheus on another host or pod needs)",
+    )
 
     @model_validator(mode="after")
     def _lease_timing(self) -> WorkerSettings:

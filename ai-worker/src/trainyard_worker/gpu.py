@@ -20,7 +20,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-__all__ = ["Gpu", "GpuSet", "GpuSnapshot", "GpuUnavailable", "nvidia_smi_query", "parse_csv_rows"]
+__all__ = [
+    "Gpu",
+    "GpuSet",
+    "GpuSnapshot",
+    "GpuUnavailable",
+    "GpuUsage",
+    "nvidia_smi_query",
+    "parse_csv_rows",
+]
 
 log = logging.getLogger("trainyard.worker")
 
@@ -41,6 +49,17 @@ class Gpu:
     memory_total_mb: int
     in_service: bool = True
     problem: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuUsage:
+    """One GPU's memory and utilisation now (for the worker's metrics port)."""
+
+    index: str
+    uuid: str
+    memory_used_mb: int
+    memory_total_mb: int
+    utilization: float | None  # 0..1; None where the board does not say ("[N/A]", MIG)
 
 
 def nvidia_smi_query(binary: str = "nvidia-smi", timeout_s: float = 20.0) -> Query:
@@ -118,6 +137,24 @@ class GpuSet:
     def memory_used(self) -> dict[str, int]:
         out = self._query(["--query-gpu=uuid,memory.used", "--format=csv,noheader,nounits"])
         return {u: _mb(m) for u, m in parse_csv_rows(out, 2)}
+
+    def usage(self) -> list[GpuUsage]:
+        """Memory and utilisation of this worker's GPUs (in service or not), one query."""
+        fields = "uuid,memory.used,memory.total,utilization.gpu"
+        out = self._query([f"--query-gpu={fields}", "--format=csv,noheader,nounits"])
+        rows = {u: (used, total, util) for u, used, total, util in parse_csv_rows(out, 4)}
+        usage = []
+        for gpu in self.gpus:
+            if gpu.uuid not in rows:
+                continue  # gone from the bus: nothing to report
+            used, total, util = rows[gpu.uuid]
+            try:
+                ratio: float | None = float(util) / 100
+            except ValueError:
+                ratio = None
+            total_mb = _mb(total) or gpu.memory_total_mb  # "[N/A]": the size found at start
+            usage.append(GpuUsage(gpu.index, gpu.uuid, _mb(used), total_mb, ratio))
+        return usage
 
     def compute_pids(self) -> dict[str, set[int]]:
         out = self._query(

@@ -33,4 +33,15 @@ def main() -> int:
     except RuntimeMismatch as exc:
         print(f"worker: refusing to start: {exc}", file=sys.stderr)
         return 2
-    return Supervisor(settings, report, gpus).run()
+    supervisor = Supervisor(settings, report, gpus)
+    if settings.metrics_port:
+        try:
+            supervisor.metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as exc:  # taken, or not an address of this host
+            print(f"worker: refusing to start: METRICS_PORT {settings.metrics_port} on "
+                  f"{settings.metrics_host}: {exc}", file=sys.stderr)  # fmt: skip
+            return 2
+    try:
+        return supervisor.run()
+    finally:
+        supervisor.metrics.close()

@@ -37,6 +37,7 @@ from .runtime_check import RuntimeReport
 from .training import UnreadableRequest, read_inference_request, read_training_request
 from .training_attempt import TrainingAttempt
 from .wakeups import CancelListener, CancelMessage, Resubscribed, Signalled, Wakeups
+from .worker_metrics import WorkerMetrics
 
 __all__ = ["BLPOP_RESOLUTION_S", "Supervisor"]
 
@@ -75,6 +76,10 @@ class Supervisor:
                                    lambda: self.inference.loaded, self._stop.is_set)  # fmt: skip
         self._launcher = self._new_launcher()
         self._open: dict[str, JobAttempt] = {}  # claimed and not yet finished or released
+        # Served by main() when METRICS_PORT is set; read from the server's thread.
+        self.metrics = WorkerMetrics(settings.worker_id, self.runtime, gpus,
+                                     busy=lambda: bool(self._open),
+                                     loaded_models=lambda: len(self.inference.loaded))  # fmt: skip
 
     def _new_launcher(self) -> TrainingLauncher:
         # ready_timeout_s=0: a job claimed while the server still imports starts in a fresh
@@ -295,6 +300,7 @@ class Supervisor:
                 log.warning("lease lost; the attempt was stopped and writes nothing",
                             extra=self._ctx(job_id=job_id))  # fmt: skip
                 self._open.pop(job_id)
+                self.metrics.job_finished(job.job["type"], "lost")
             elif verdict is Verdict.HANDBACK:
                 self._release(job)
             else:
@@ -307,6 +313,7 @@ class Supervisor:
         """Hand the job back to its queue without counting the attempt."""
         self._call(lambda: self.queue.release(job.job_id, job.attempt_id, "worker shutting down"))
         self._open.pop(job.job_id, None)
+        self.metrics.job_finished(job.job["type"], "released")
 
     def _finish(self, endings: list[tuple[JobAttempt, Ending]]) -> list[bool]:
         """Finish attempts in one call, each with its own ending; which were applied."""
@@ -332,7 +339,9 @@ class Supervisor:
         for i, (job, ending) in enumerate(endings):
             self._open.pop(job.job_id, None)
             outcome = outcomes[i] if outcomes is not None else None
-            if outcome is None or not outcome.applied:
+            ok = outcome is not None and outcome.applied
+            self.metrics.job_finished(job.job["type"], ending.outcome if ok else "lost")
+            if outcome is None or not ok:
                 log.warning("finish refused: this attempt no longer holds the job",
                             extra=self._ctx(job_id=job.job_id, outcome=ending.outcome))  # fmt: skip
                 applied.append(False)
