@@ -19,11 +19,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import send_error
 
-__all__ = ["OPEN_PATHS", "ApiKeyAuth", "KeyRing"]
+__all__ = ["OPEN_PATHS", "OPEN_PREFIXES", "ApiKeyAuth", "KeyRing"]
 
 # Reachable without a key: the health check (load balancers and probes carry no key) and
-# the interactive docs with the schema they read.
-OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# the interactive docs with the schema they read; and the dashboard's static files (it must
+# load to ask for a key; it holds no data, every call it makes for data carries the key).
+OPEN_PATHS = frozenset(
+    {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/", "/ui"}
+)
+OPEN_PREFIXES = ("/ui/",)
 
 
 def _digest(key: str | bytes) -> bytes:
@@ -64,6 +68,10 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     return api_key_header
 
 
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
 class ApiKeyAuth:
     """Refuse requests without a valid key with 401 in the error shape."""
 
@@ -72,7 +80,7 @@ class ApiKeyAuth:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or _is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         presented = presented_key(scope.get("headers") or [])
