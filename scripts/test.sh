@@ -2,14 +2,16 @@
 # Run the whole test suite: lint and types, then the core (queue engine), backend (API),
 # ai-worker (supervisor, scikit-learn), runtimes (every seed runtime in its own environment:
 # PyTorch 2.0 and 2.1, TensorFlow, and the GPU variants' start-up checks), end-to-end,
+# browser (the dashboard in Debian's headless chromium, installed here if missing),
 # fault-injection (kill -9, SIGTERM, server and backend restarts, expired leases, with real
 # processes) and deployment-file suites, all against real Redis-protocol servers they start
-# themselves (the deploy suite needs none: it checks the Dockerfiles, compose, systemd and
-# k8s files, and the Redis settings file).
+# themselves (the deploy suite checks the Dockerfiles, compose, systemd and k8s files and
+# the Redis settings file statically; its Grafana check starts an embedded Valkey to render
+# the metrics the dashboard queries).
 #
 #   ./scripts/test.sh                      # everything
 #   ./scripts/test.sh core e2e             # some suites (lint core backend worker runtimes e2e
-#                                          # faults deploy)
+#                                          # browser faults deploy)
 #   ./scripts/test.sh runtime:pytorch-2.1  # one runtime's environment
 set -uo pipefail
 source "$(dirname "$0")/lib/envs.sh"
@@ -23,7 +25,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TF_CPP_MIN_LOG_LEVEL=2 PYTHONDONTWRITEBYTECODE=1
 
 suites=("$@")
-[ ${#suites[@]} -eq 0 ] && suites=(lint core backend worker runtimes e2e faults deploy)
+[ ${#suites[@]} -eq 0 ] && suites=(lint core backend worker runtimes e2e browser faults deploy)
 RUNTIMES=(pytorch-2.0 pytorch-2.1 tensorflow pytorch-2.0-gpu pytorch-2.1-gpu)
 
 echo "== preparing environments under $TRAINYARD_ENV_ROOT"
@@ -56,6 +58,23 @@ run_pytest() { # name env dir args...
   local rc=$?
   # pytest exit 5 means it collected no tests: that is a failure here, not a pass.
   [ $rc -ne 0 ] && failed+=("$name (pytest exit $rc)")
+}
+
+# ensure_chromium: the browser suite drives Debian's chromium package (Playwright's own
+# browser download is not reachable); install it from the OS packages where it is missing.
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  echo "   installing Debian's chromium (apt-get)"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 && sudo=(sudo -n)
+  fi
+  { "${sudo[@]}" apt-get update -qq && \
+      DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium; } >&2
+  command -v chromium >/dev/null 2>&1 && return 0
+  echo "the browser suite needs Debian's chromium: install it with" \
+       "'sudo apt-get install chromium' (it could not be installed here)" >&2
+  return 1
 }
 
 lint() {
@@ -101,10 +120,12 @@ for suite in "${suites[@]}"; do
     runtimes) for runtime in "${RUNTIMES[@]}"; do runtime_tests "$runtime"; done ;;
     runtime:*) runtime_tests "${suite#runtime:}" ;;
     e2e) run_pytest e2e "$BACKEND_ENV" tests e2e ;;
+    browser) if ensure_chromium; then run_pytest browser "$BACKEND_ENV" tests browser
+             else failed+=("browser (no chromium)"); fi ;;
     faults) run_pytest faults "$BACKEND_ENV" tests faults ;;
     deploy) run_pytest deploy "$BACKEND_ENV" tests deploy ;;
     *) echo "unknown suite: $suite (lint core backend worker runtimes runtime:NAME e2e" \
-          "faults deploy)" >&2; exit 2 ;;
+          "browser faults deploy)" >&2; exit 2 ;;
   esac
 done
 

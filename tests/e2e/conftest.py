@@ -7,7 +7,6 @@ Needs TRAINYARD_BACKEND_PYTHON and TRAINYARD_WORKER_PYTHON (scripts/test.sh sets
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from trainyard.embedded import free_port
-from trainyard.testing import wait_for
+from trainyard.testing import stop_gracefully, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,10 +58,5 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         wait_for(ready, 120, "the backend and a sklearn worker")
         yield System(base, proc, http)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_gracefully(proc)
         http.close()

@@ -9,7 +9,6 @@ Needs TRAINYARD_RUNTIME_PYTHONS (``runtime=python,...``; scripts/test.sh sets it
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from trainyard.embedded import free_port
-from trainyard.testing import wait_for
+from trainyard.testing import stop_gracefully, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _PAIRS = os.environ.get("TRAINYARD_RUNTIME_PYTHONS", "").split(",")
@@ -71,9 +70,4 @@ def test_every_seed_example_through_scripts_test_api(tmp_path: Path) -> None:
             assert any(line.startswith(row + " ") and "succeeded" in line
                        for line in table.splitlines()), row  # fmt: skip
     finally:
-        if system.poll() is None:
-            system.send_signal(signal.SIGINT)
-            try:
-                system.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                system.kill()
+        stop_gracefully(system)
