@@ -59,6 +59,7 @@ def _repo_root() -> Path:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from .embedded import EmbeddedServerError
     from .up import UpConfig, run_up
 
     root = Path(args.repo_root) if args.repo_root else _repo_root()
@@ -79,7 +80,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         var_dir=Path(args.var_dir) if args.var_dir else None,
         data_root=Path(args.data_root) if args.data_root else None,
     )
-    return run_up(cfg)
+    try:
+        return run_up(cfg)
+    except EmbeddedServerError as exc:
+        print(f"trainyard up: {exc}", file=sys.stderr)
+        return 2
 
 
 # -- argument helpers ------------------------------------------------------------------

@@ -16,7 +16,12 @@ from typing import Self
 
 import redis
 
-__all__ = ["EmbeddedServer", "find_server_binary", "free_port"]
+__all__ = ["EmbeddedServer", "EmbeddedServerError", "find_server_binary", "free_port"]
+
+
+class EmbeddedServerError(RuntimeError):
+    """The embedded server could not be started as asked (its port taken, it exited, it
+    never answered); the message says what to change."""
 
 
 def find_server_binary() -> str:
@@ -38,6 +43,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_taken(port: int) -> bool:
+    """Whether something already listens on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 class EmbeddedServer:
     """A Valkey server process with its data (AOF, ``everysec``) under ``data_dir``."""
 
@@ -54,6 +66,16 @@ class EmbeddedServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 15.0) -> Self:
+        """Start the server and return once it answers. Refuses (``EmbeddedServerError``)
+        when another process already listens on the port: pinging the port alone would
+        then carry on against a server this one did not start (its data, its settings)."""
+        if _port_taken(self.port):
+            raise EmbeddedServerError(
+                f"port {self.port} is already in use by another process, so the embedded "
+                f"Valkey cannot start there: stop that process, pick another port "
+                f"(trainyard up --redis-port), or use that server on purpose with "
+                f"REDIS_URL=redis://127.0.0.1:{self.port}/0"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             find_server_binary(),
@@ -74,19 +96,33 @@ class EmbeddedServer:
             while True:
                 if self.process.poll() is not None:
                     log = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"the embedded server exited at start:\n{log}")
+                    raise EmbeddedServerError(f"the embedded server exited at start:\n{log}")
                 try:
                     # A restarted server answers LOADING while it replays the AOF.
                     if client.ping():
+                        self._check_answering_server_is_ours(client, self.process.pid)
                         return self
                 except (redis.ConnectionError, redis.BusyLoadingError):
                     pass
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the embedded server did not answer within {timeout_s}s")
+                    raise EmbeddedServerError(
+                        f"the embedded server did not answer within {timeout_s}s"
+                    )
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def _check_answering_server_is_ours(self, client: redis.Redis, ours: int) -> None:
+        # Another server may have taken the port between the check and our bind (ours
+        # then exits with "Address already in use"): the answer must come from our pid.
+        pid = int(client.info("server")["process_id"])
+        if pid != ours:
+            self.stop()
+            raise EmbeddedServerError(
+                f"port {self.port} is answered by another server (pid {pid}), not the "
+                f"embedded Valkey this process started: pick another port or set REDIS_URL"
+            )
 
     def stop(self, kill: bool = False) -> None:
         if self.process is None or self.process.poll() is not None:
