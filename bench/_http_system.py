@@ -68,7 +68,7 @@ def env_python(name: str) -> str:
     """The Python of the backend's environment (``"backend"``) or of a runtime's worker
     environment (``"sklearn"``, ``"pytorch-2.1"``): from TRAINYARD_BACKEND_PYTHON /
     TRAINYARD_RUNTIME_PYTHONS (``runtime=path,...``, as scripts/test.sh exports them), else
-    the newest matching folder under the env root."""
+    this clone's newest matching environment under the env root (``scripts/env.sh``)."""
     if name == "backend":
         explicit, prefix = os.environ.get("TRAINYARD_BACKEND_PYTHON"), "backend-none"
     else:
@@ -80,10 +80,22 @@ def env_python(name: str) -> str:
         prefix = "ai-worker-" + name.replace("-", "_").replace(".", "_")
     if explicit:
         return explicit
-    found = sorted(ENV_ROOT.glob(f"{prefix}-*/bin/python"), key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        (p for p in ENV_ROOT.glob(f"{prefix}-*/bin/python") if _of_this_clone(p.parents[1])),
+        key=lambda p: p.stat().st_mtime,
+    )
     if not found:
-        sys.exit(f"no environment {prefix}-* under {ENV_ROOT}: run ./scripts/test.sh lint once")
+        sys.exit(f"no environment {prefix}-* of this clone under {ENV_ROOT}: run "
+                 "./scripts/test.sh lint once")  # fmt: skip
     return str(found[-1])
+
+
+def _of_this_clone(env: Path) -> bool:
+    # scripts/lib/envs.sh writes the clone's path into each environment it builds.
+    try:
+        return (env / ".trainyard-clone").read_text().strip() == str(REPO_ROOT)
+    except OSError:
+        return False
 
 
 def threads_per_worker(workers: int) -> int:

@@ -1,11 +1,11 @@
 """Sync inference over HTTP: Trainyard against a bare FastAPI endpoint, in one run.
 
-    $ENVS/backend-none-*/bin/python bench/bench_serving.py            # scikit-learn
+    "$(./scripts/env.sh backend)"/bin/python bench/bench_serving.py            # scikit-learn
     ... bench/bench_serving.py --batch-size 16 --batch-wait-ms 2      # batching knobs
     ... bench/bench_serving.py --model bert                           # batching on vs off
 
-($ENVS is ~/.cache/trainyard/envs; run it with the backend's environment: `cd backend &&
-uv run python ../bench/bench_serving.py` does the same.)
+(from the repository root, with this clone's backend environment; `cd backend && uv run
+python ../bench/bench_serving.py` does the same.)
 
 It starts everything itself on free ports under a temporary folder: an embedded Valkey,
 the backend (uvicorn, one process, as ``trainyard up`` starts it) and ONE worker, then

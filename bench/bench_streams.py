@@ -1,6 +1,6 @@
 """Open event streams and ``?wait=`` requests against the API's own latency.
 
-    $ENVS/backend-none-*/bin/python bench/bench_streams.py              # 1,000 + 200
+    "$(./scripts/env.sh backend)"/bin/python bench/bench_streams.py              # 1,000 + 200
     ... bench/bench_streams.py --streams 120 --waits 0 --repo /tmp/old   # an older checkout
 
 It starts the backend alone (uvicorn, one process, default settings: THREADPOOL_SIZE 100)
