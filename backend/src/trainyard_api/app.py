@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from trainyard.connection import connect
 from trainyard.engine import JobQueue
 from trainyard.engine_async import AsyncQueue
 from trainyard.keys import KeySchema
+from trainyard.paths import write_samples_into_missing_default
 
 from .auth import OPEN_PATHS, ApiKeyAuth, KeyRing
 from .config import Settings
@@ -35,6 +37,10 @@ from .routes import (
 )
 
 __all__ = ["app", "create_app"]
+
+# uvicorn's own logger: the backend sets up no logging of its own, and under uvicorn this
+# one prints at INFO (an application logger would need a handler to be seen).
+log = logging.getLogger("uvicorn.error")
 
 DESCRIPTION = """\
 Trainyard queues ML training and inference jobs in Redis; workers, each in its own
@@ -76,6 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Threads serve the sync routes only: event streams and ?wait= wait on the event
         # loop (the asyncio client and one shared stream reader), holding no thread.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        if settings.data_root_is_default:
+            # A first start from a fresh checkout: the seed's /data/... paths then exist.
+            wrote = await anyio.to_thread.run_sync(
+                write_samples_into_missing_default, settings.data_root
+            )
+            if wrote is not None:
+                log.log(logging.INFO if wrote.ok else logging.WARNING, "%s", wrote.message)
         # The clients connect lazily: the API starts (and /health says 503) while Redis
         # is down, and recovers when it comes back.
         keys = KeySchema(settings.trainyard_namespace)

@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from trainyard.paths import default_paths
+
 __all__ = ["Settings"]
 
 
@@ -29,10 +31,13 @@ class Settings(BaseSettings):
         description="key namespace (hash tag) in Redis; API and workers must agree on it",
     )
     data_root: Path = Field(
-        Path("./data"),
-        description="the folder that /data/... paths in job requests refer to; relative paths "
-        "are taken from the working directory. When the folder does not exist, data paths are "
-        "only checked for shape (no '..', inside /data) and the worker checks existence",
+        default_factory=lambda: default_paths(__file__).data_root,
+        description="the folder that /data/... paths in job requests refer to. Default: data/ "
+        "in the checkout the code runs from (in $TRAINYARD_HOME when that is set; ./data "
+        "outside a checkout), filled with the sample data at start when it does not exist; "
+        "a relative value set here is taken from the working directory. Where this process "
+        "cannot see the folder (not a folder here, or not readable), data paths are only "
+        "checked for shape (no '..', inside /data) and the worker checks existence",
     )
     worker_ttl_s: float = Field(
         20.0, gt=0, description="a worker silent (no heartbeat) this long is not counted as live"
@@ -126,3 +131,9 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         # Resolve once at start so a later chdir cannot move the root under us.
         return value.expanduser().absolute()
+
+    @property
+    def data_root_is_default(self) -> bool:
+        """True when DATA_ROOT was not set (environment, .env or argument): only then may
+        the start write the sample data into a missing data root."""
+        return "data_root" not in self.model_fields_set

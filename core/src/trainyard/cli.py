@@ -191,8 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--redis-url", help="use this Redis instead of an embedded Valkey")
     up.add_argument("--redis-port", type=int, default=6390, help="port of the embedded Valkey")
-    up.add_argument("--var-dir", help="where Valkey data, models and scratch go (default ./var)")
-    up.add_argument("--data-root", help="the data root, /data/... in requests (default ./data)")
+    up.add_argument(
+        "--var-dir",
+        help="where Valkey data, models and scratch go (default: var/ in the checkout, or "
+        "$TRAINYARD_HOME/var)",
+    )
+    up.add_argument(
+        "--data-root",
+        help="the data root, /data/... in requests (default: data/ in the checkout, or "
+        "$TRAINYARD_HOME/data)",
+    )
     up.set_defaults(func=_cmd_up)
 
     submit = sub.add_parser("submit", help="submit a training or inference job")

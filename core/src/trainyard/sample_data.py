@@ -40,7 +40,10 @@ writes only what is missing, atomically, and returns the paths it wrote.
 
 Command line::
 
-    python -m trainyard.sample_data --root DIR
+    python -m trainyard.sample_data [--root DIR]
+
+(without ``--root``: the data root the backend and workers use by default, see
+``trainyard.paths``).
 """
 
 from __future__ import annotations
@@ -379,13 +382,22 @@ def ensure_samples(root: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m trainyard.sample_data --root DIR``: write missing sample data sets."""
+    """``python -m trainyard.sample_data [--root DIR]``: write missing sample data sets."""
     parser = argparse.ArgumentParser(
         prog="python -m trainyard.sample_data",
         description="Write Trainyard's sample data sets into a folder (existing ones are kept).",
     )
-    parser.add_argument("--root", type=Path, required=True, help="folder to write into")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        help="folder to write into (default: the default data root, data/ in the checkout "
+        "or in $TRAINYARD_HOME; see trainyard.paths)",
+    )
     args = parser.parse_args(argv)
+    if args.root is None:
+        from .paths import default_paths
+
+        args.root = default_paths().data_root
     start = time.perf_counter()
     written = ensure_samples(args.root)
     elapsed = time.perf_counter() - start

@@ -8,6 +8,7 @@ broken start never looks like a running system.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .embedded import EmbeddedServer
+from .paths import default_paths
 from .sample_data import ensure_samples
 
 __all__ = ["UpConfig", "run_up"]
@@ -53,8 +55,15 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> Non
 
 
 def run_up(cfg: UpConfig) -> int:
-    var_dir = (cfg.var_dir or cfg.repo_root / "var").resolve()
-    data_root = (cfg.data_root or cfg.repo_root / "data").resolve()
+    # The same defaults as the backend's and the worker's own (trainyard.paths): under the
+    # checkout, or $TRAINYARD_HOME when set; the children then get them explicitly.
+    defaults = default_paths(checkout=cfg.repo_root)
+    paths = dataclasses.replace(
+        defaults,
+        data_root=(cfg.data_root or defaults.data_root).resolve(),
+        var_dir=(cfg.var_dir or defaults.var_dir).resolve(),
+    )
+    var_dir, data_root = paths.var_dir, paths.data_root
     written = ensure_samples(data_root)
     print(f"data root: {data_root}" + (f" (wrote {len(written)} sample files)" if written else ""))
 
@@ -71,8 +80,8 @@ def run_up(cfg: UpConfig) -> int:
         **os.environ,
         "REDIS_URL": redis_url,
         "DATA_ROOT": str(data_root),
-        "MODEL_STORE": str(var_dir / "models"),
-        "WORK_DIR": str(var_dir / "work"),
+        "MODEL_STORE": str(paths.model_store),
+        "WORK_DIR": str(paths.work_dir),
         "HF_HUB_OFFLINE": "1",
     }
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
