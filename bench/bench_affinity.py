@@ -1,6 +1,7 @@
 """Model affinity: how often each of two workers loads each of four models.
 
-    "$(./scripts/env.sh backend)"/bin/python bench/bench_affinity.py     # --requests 400 --concurrency 2
+    "$(./scripts/env.sh backend)"/bin/python bench/bench_affinity.py
+    # options: --requests 400 --concurrency 2
 
 (The harness is _http_system.py's: a private Valkey, the backend under uvicorn, workers
 from the runtime environments; see there.) Two sklearn workers, each with

@@ -1,7 +1,8 @@
 """Training that starts at once: the seed's random forest on a warm worker against the same
 training as a fresh ``python`` script, and claim -> first progress for sklearn and PyTorch.
 
-    "$(./scripts/env.sh backend)"/bin/python bench/bench_training_start.py   # --jobs 5 --torch-jobs 2
+    "$(./scripts/env.sh backend)"/bin/python bench/bench_training_start.py
+    # options: --jobs 5 --torch-jobs 2
 
 (The harness is _http_system.py's: a private Valkey, the backend under uvicorn, workers
 from the runtime environments; see there.) For each fork-server setting (``--fork-server

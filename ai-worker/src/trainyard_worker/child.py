@@ -6,6 +6,8 @@ file, and exits:
 
 - 0: trained; the result file has metrics, label names and details;
 - 3 (``EXIT_USER_ERROR``): bad data or hyperparameters; the result file has the reason;
+- 4 (``data_guard.EXIT_DATA_UNAVAILABLE``): the data path is allowed but not visible on
+  this worker (the supervisor checked it before the start; it vanished since): retried;
 - anything else: a crash (the traceback is on stderr, which the supervisor keeps).
 
 Progress goes straight to Redis through the fenced ``report`` script, so a stale
@@ -24,10 +26,11 @@ from typing import Any
 import redis
 
 from trainyard.connection import connect
-from trainyard.datapaths import DataPathError, resolve_data_path
+from trainyard.datapaths import DataPathError
 from trainyard.engine import JobQueue
 from trainyard.keys import KeySchema
 
+from .data_guard import EXIT_DATA_UNAVAILABLE, DataUnavailable, locate_data
 from .processes import die_with_parent
 from .protocol import EXIT_OK, EXIT_USER_ERROR, TrainingResult, TrainingSpec
 from .runtimes import load_runtime_module
@@ -157,7 +160,14 @@ def run(spec: TrainingSpec | Mapping[str, Any]) -> int:
     queue = JobQueue(connect(spec.redis_url), KeySchema(spec.namespace))
     ctx = QueueTrainContext(queue, spec.job_id, spec.attempt_id)
     try:
-        data_file = resolve_data_path(Path(spec.data_root), request.data_path)
+        data_file = locate_data(Path(spec.data_root), request.data_path)
+    except DataUnavailable as exc:
+        # Not the user's fault: this worker's view of the data (see data_guard).
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_DATA_UNAVAILABLE
+    except DataPathError as exc:
+        return _user_error(result_path, str(exc))
+    try:
         if data_file.is_dir() and spec.task in ("tabular", "text"):
             raise UserError(f"data_path {request.data_path!r} is a folder; expected a CSV file")
         runtime = load_runtime_module(spec.framework)

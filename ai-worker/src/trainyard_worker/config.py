@@ -8,8 +8,10 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trainyard.paths import default_paths
 
 if TYPE_CHECKING:
     from .gpu import GpuSet
@@ -31,9 +33,20 @@ class WorkerSettings(BaseSettings):
     use_gpu: bool = Field(False, description="true for a -gpu runtime; must match the runtime")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="the queue's Redis")
     trainyard_namespace: str = Field("trainyard", description="key namespace in Redis")
-    data_root: Path = Field(Path("./data"), description="where data_path values resolve")
-    model_store: Path = Field(Path("./var/models"), description="model artifact folder")
-    work_dir: Path = Field(Path("./var/work"), description="per-attempt scratch folders")
+    # Defaults: in the checkout the code runs from (or $TRAINYARD_HOME), wherever the worker
+    # is started from; see trainyard.paths. A relative value set here is from the cwd.
+    data_root: Path = Field(
+        default_factory=lambda: default_paths(__file__).data_root,
+        description="where data_path values resolve (default: data/ in the checkout)",
+    )
+    model_store: Path = Field(
+        default_factory=lambda: default_paths(__file__).model_store,
+        description="model artifact folder (default: var/models in the checkout)",
+    )
+    work_dir: Path = Field(
+        default_factory=lambda: default_paths(__file__).work_dir,
+        description="per-attempt scratch folders (default: var/work in the checkout)",
+    )
     worker_id: str = Field(default_factory=_default_worker_id)
     lease_s: float = Field(30.0, gt=0, description="a claimed job's lease length")
     renew_every_s: float = Field(5.0, gt=0, description="how often the lease is renewed")
@@ -103,6 +116,24 @@ class WorkerSettings(BaseSettings):
         description="the address the metrics port binds (0.0.0.0: every interface, as a "
         "Prometheus on another host or pod needs)",
     )
+    data_unavailable_limit: int = Field(
+        3,
+        ge=0,
+        description="after this many training jobs in a row whose data_path this worker "
+        "cannot see (under DATA_ROOT), it takes itself out of service (0: never); see "
+        "data_guard.py",
+    )
+
+    @field_validator("data_root", "model_store", "work_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Taken from the working directory once, at start, as the backend does.
+        return value.expanduser().absolute()
+
+    def is_default(self, field: str) -> bool:
+        """True when the setting ``field`` was not set (environment, .env or argument):
+        only a default folder may be filled (sample data) or created without asking."""
+        return field not in self.model_fields_set
 
     @model_validator(mode="after")
     def _lease_timing(self) -> WorkerSettings:

@@ -27,6 +27,7 @@ from trainyard.types import FailureKind
 
 from .attempts import Ending, JobAttempt, Verdict, Work, verdict_ending
 from .config import WorkerSettings, child_environment
+from .data_guard import DataGuard
 from .gpu import GpuSet, GpuSnapshot
 from .inference import InferenceHost
 from .inference_batch import InferenceBatch, batch_policy, resolve_model
@@ -74,6 +75,8 @@ class Supervisor:
         self.record = Registration(settings, report, gpus,
                                    (self.queue, JobQueue(connect(settings.redis_url), keys)),
                                    lambda: self.inference.loaded, self._stop.is_set)  # fmt: skip
+        # Training data not visible here: retried elsewhere, and out of service if it goes on.
+        self.data_guard = DataGuard(settings, self.runtime.name, self.record, self.queue)
         self._launcher = self._new_launcher()
         self._open: dict[str, JobAttempt] = {}  # claimed and not yet finished or released
         # Served by main() when METRICS_PORT is set; read from the server's thread.
@@ -131,6 +134,9 @@ class Supervisor:
         if self.gpus is not None and not self.gpus.in_service:
             # Every GPU is out of service: stay registered (and reported) but idle.
             self.record.set_state("no_gpu", None)
+            self.wakeups.next(self.settings.block_s)
+            return
+        if self.data_guard.paused():  # out of service: its jobs' data is not visible here
             self.wakeups.next(self.settings.block_s)
             return
         try:
@@ -378,6 +384,10 @@ class Supervisor:
             self._finish([(job, Ending("failed", error=str(exc),
                                        error_kind=FailureKind.USER_ERROR))])  # fmt: skip
             return
+        refused = self.data_guard.check(request)  # before any process starts
+        if refused is not None:
+            self._finish([(job, refused)])
+            return
         attempt = TrainingAttempt(job, request, self.settings, self.runtime, self.queue,
                                   os.getpid())  # fmt: skip
         gpu_before = self.gpus.safe_snapshot() if self.gpus else None
@@ -394,7 +404,7 @@ class Supervisor:
             if verdicts is not None:
                 self._finish(self._conclude(verdicts))
             else:
-                ending = attempt.ending(self._server_ms)
+                ending = self.data_guard.after_run(request, attempt.ending(self._server_ms))
                 (applied,) = self._finish([(job, ending)])
                 registered = applied and ending.model is not None
         finally:

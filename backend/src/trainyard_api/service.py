@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -105,10 +106,17 @@ def job_page(
 
 
 def _data_path_error(settings: Settings, data_path: str) -> str | None:
-    # Without a local data root (API and workers on different machines) only the path's
-    # shape is checked here; the worker checks existence against its own root.
+    # Existence is checked only where this process sees the data root: a folder it can
+    # list and enter. Elsewhere (API and workers on different machines, a root this user
+    # may not read) only the path's shape is checked, so the API never calls a path
+    # missing that it cannot look for; the worker checks existence against its own root.
+    root = settings.data_root
     try:
-        resolve_data_path(settings.data_root, data_path, must_exist=settings.data_root.is_dir())
+        visible = root.is_dir() and os.access(root, os.R_OK | os.X_OK)
+    except OSError:  # e.g. a parent folder this user may not enter
+        visible = False
+    try:
+        resolve_data_path(root, data_path, must_exist=visible)
     except DataPathError as exc:
         return str(exc)
     return None
@@ -234,6 +242,9 @@ def to_worker(h: dict[str, str]) -> WorkerRecord:
         host=h.get("host", ""),
         pid=int(h.get("pid") or 0),
         state=h.get("state", "idle"),
+        # Written by a worker that took itself out of service (trainyard_worker.data_guard);
+        # "" once it is back.
+        state_reason=h.get("state_reason") or None,
         current_job=h.get("current_job") or None,
         loaded_models=[str(m) for m in loaded] if isinstance(loaded, list) else [],
         packages=packages,

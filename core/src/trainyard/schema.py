@@ -440,7 +440,12 @@ class WorkerRecord(BaseModel):
     host: str
     pid: int
     state: str = Field(
-        ..., description="idle, busy, draining, or no_gpu (every GPU out of service)"
+        ...,
+        description="idle, busy, draining, no_gpu (every GPU out of service), or "
+        "out_of_service (it could not see its training jobs' data; see state_reason)",
+    )
+    state_reason: str | None = Field(
+        None, description="why the worker is out of service, and which setting to fix"
     )
     current_job: str | None = None
     loaded_models: list[str] = Field(default_factory=list)

@@ -62,6 +62,10 @@ class FailureKind(StrEnum):
     EXPIRED = "expired"  # waited in the queue past queue_ttl_s
     CANCELLED = "cancelled"
     INFRASTRUCTURE = "infrastructure"  # worker-side fault (model store, Redis): retried
+    # The API accepted the data_path but the worker that claimed the job cannot see it (a
+    # wrong DATA_ROOT, a missing mount): that worker's fault, so retried (on another worker,
+    # or this one after a fix); a path that exists nowhere ends dead after max_attempts.
+    DATA_UNAVAILABLE = "data_unavailable"
 
     @property
     def retryable(self) -> bool:
@@ -69,5 +73,11 @@ class FailureKind(StrEnum):
 
 
 _RETRYABLE = frozenset(
-    {FailureKind.CRASHED, FailureKind.KILLED, FailureKind.LOST, FailureKind.INFRASTRUCTURE}
+    {
+        FailureKind.CRASHED,
+        FailureKind.KILLED,
+        FailureKind.LOST,
+        FailureKind.INFRASTRUCTURE,
+        FailureKind.DATA_UNAVAILABLE,
+    }
 )

@@ -1,7 +1,7 @@
 // Workers: every live worker (GET /workers) with its runtime, device, framework versions,
-// state, current job and its progress, loaded models and GPUs. Live: a worker event (up,
-// down, lost) or a job starting or ending refetches the list, debounced; a progress event
-// moves the current job's bar in place.
+// state (and why, for one out of service), current job and its progress, loaded models
+// and GPUs. Live: a worker event (up, down, lost) or a job starting or ending refetches
+// the list, debounced; a progress event moves the current job's bar in place.
 import { get, subscribeActivity, debounce } from "../api.js";
 import { h, replace, age, progressBar, errorText, num } from "../dom.js";
 
@@ -48,7 +48,9 @@ export async function workersPage({ main, signal, ready }) {
           h("td", { dataset: { field: "runtime" } }, w.runtime),
           h("td", { dataset: { field: "device" } }, w.device),
           h("td", { dataset: { field: "framework" }, title: versions }, `${w.framework} ${w.framework_version}`, versions ? h("div", { class: "muted small" }, versions) : null),
-          h("td", { dataset: { field: "state" } }, h("span", { class: `badge worker-${w.state}` }, w.state)),
+          h("td", { dataset: { field: "state" } }, h("span", { class: `badge worker-${w.state}`, title: w.state_reason ?? "" }, w.state),
+            // out_of_service: why (its training jobs' data is not visible) and what to fix
+            w.state_reason ? h("div", { class: "muted small", dataset: { field: "state_reason" } }, w.state_reason) : null),
           h("td", { dataset: { field: "current_job" } },
             w.current_job ? h("a", { href: `#/jobs/${encodeURIComponent(w.current_job)}`, class: "mono" }, w.current_job) : "—", progress),
           h("td", { dataset: { field: "loaded_models" }, class: "mono" }, (w.loaded_models ?? []).join(", ") || "—"),
